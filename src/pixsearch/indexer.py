@@ -1,0 +1,345 @@
+"""Indexing: scan sources, decide what changed, embed only that, write it to the store.
+
+The decision per file, against what the collection already holds:
+
+* same path, same size and mtime              -> unchanged (not even read)
+* content hash already in the collection     -> vector reused (moved, renamed or copied file)
+* otherwise                                   -> decoded and embedded (added or updated)
+* indexed path no longer found under a root   -> removed (unless ``delete=False``)
+
+Row ids are a hash of the path, so writing a row twice replaces it: an
+interrupted run leaves no duplicates, and the next run finishes the job.
+Decoding runs in a thread pool ahead of the model (bounded, so memory stays flat).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import os
+import threading
+import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+
+from .images import IMAGE_SUFFIXES, ImageError, decode_image, read_file
+from .models.base import Embedder
+from .store import Store, path_prefix_filter
+
+
+def image_id(path: str) -> str:
+    """Stable row id of an image path (the Milvus primary key)."""
+    return hashlib.blake2b(path.encode("utf-8", "surrogateescape"), digest_size=8).hexdigest()
+
+
+def content_hash(data: bytes) -> str:
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    path: str
+    size: int
+    mtime: float
+    label: str = ""
+
+
+@dataclass
+class Scan:
+    files: list[SourceFile] = field(default_factory=list)
+    roots: list[str] = field(default_factory=list)
+    """Folders whose indexed contents this scan fully covers (deletions apply under them)."""
+    problems: list[tuple[str, str]] = field(default_factory=list)
+    """(path, reason) of things the walk could not enter or list."""
+
+
+@dataclass
+class IndexReport:
+    added: int = 0
+    updated: int = 0
+    moved: int = 0
+    removed: int = 0
+    unchanged: int = 0
+    embedded: int = 0
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    seconds: float = 0.0
+    interrupted: bool = False
+
+    @property
+    def images_per_second(self) -> float:
+        return self.embedded / self.seconds if self.seconds > 0 else 0.0
+
+    def summary(self) -> str:
+        text = (f"added {self.added}, updated {self.updated}, moved {self.moved}, removed {self.removed}, "
+                f"unchanged {self.unchanged}, skipped {len(self.skipped)} "
+                f"in {self.seconds:.1f}s ({self.images_per_second:.1f} images/s embedded)")
+        return ("interrupted: " if self.interrupted else "") + text
+
+
+# ----------------------------------------------------------------------------- scanning
+
+
+def _stat_file(path: str, label: str = "") -> SourceFile:
+    st = os.stat(path)
+    return SourceFile(path=path, size=st.st_size, mtime=st.st_mtime, label=label)
+
+
+def walk_folder(root: str, scan: Scan) -> None:
+    """Add every image file under *root* to *scan*, following symlinks but never looping."""
+    seen_dirs: set[tuple[int, int]] = set()
+    stack = [root]
+    while stack:
+        folder = stack.pop()
+        try:
+            st = os.stat(folder)
+            key = (st.st_dev, st.st_ino)
+            if key in seen_dirs:
+                scan.problems.append((folder, "symlink loop: folder already visited"))
+                continue
+            seen_dirs.add(key)
+            entries = list(os.scandir(folder))
+        except OSError as exc:
+            scan.problems.append((folder, f"cannot list folder: {exc.strerror or exc}"))
+            continue
+        for entry in sorted(entries, key=lambda e: e.name):
+            try:
+                if entry.is_dir():
+                    stack.append(entry.path)
+                elif entry.is_file() and os.path.splitext(entry.name)[1].lower() in IMAGE_SUFFIXES:
+                    scan.files.append(_stat_file(entry.path))
+            except OSError as exc:
+                scan.problems.append((entry.path, f"cannot stat: {exc.strerror or exc}"))
+
+
+def read_csv(csv_path: Path, scan: Scan) -> None:
+    """Add the images listed in a CSV with a ``path`` column (and optional ``label``, ``id``).
+
+    Relative paths are relative to the CSV's folder, as in Milvus' text-image-search tutorial.
+    """
+    base = csv_path.parent
+    with csv_path.open(newline="", encoding="utf-8-sig") as fh:
+        reader = csv.DictReader(fh)
+        if not reader.fieldnames or "path" not in reader.fieldnames:
+            raise ValueError(f"{csv_path}: a CSV needs a 'path' column (id,path,label); found {reader.fieldnames}")
+        for line, row in enumerate(reader, start=2):
+            raw = (row.get("path") or "").strip()
+            if not raw:
+                scan.problems.append((f"{csv_path}:{line}", "empty path"))
+                continue
+            path = os.path.abspath(base / os.path.expanduser(raw))
+            try:
+                scan.files.append(_stat_file(path, label=(row.get("label") or "").strip()))
+            except OSError as exc:
+                scan.problems.append((path, f"listed in {csv_path.name} line {line} but {exc.strerror or exc}"))
+
+
+def scan_sources(sources: Iterable[str | Path]) -> Scan:
+    """Scan folders, single image files and CSV lists into one deduplicated Scan."""
+    scan = Scan()
+    for source in sources:
+        path = os.path.abspath(os.path.expanduser(str(source)))
+        if os.path.isdir(path):
+            scan.roots.append(path)
+            walk_folder(path, scan)
+        elif path.lower().endswith(".csv") and os.path.isfile(path):
+            read_csv(Path(path), scan)
+        elif os.path.isfile(path):
+            scan.files.append(_stat_file(path))
+        else:
+            scan.problems.append((path, "no such file or folder"))
+    unique = {f.path: f for f in scan.files}
+    scan.files = list(unique.values())
+    return scan
+
+
+# ----------------------------------------------------------------------------- the pipeline
+
+
+@dataclass
+class _Work:
+    """What a decode worker hands back for one file."""
+
+    file: SourceFile
+    digest: str = ""
+    crop: np.ndarray | None = None
+    width: int = 0
+    height: int = 0
+    reuse_id: str = ""
+    error: str = ""
+
+
+ProgressCallback = Callable[[int, int], None]
+
+
+@dataclass
+class _RunState:
+    """What one index run knows and has counted so far."""
+
+    report: IndexReport
+    existing: dict[str, dict] = field(default_factory=dict)
+    """Indexed rows by path, as they were when the run started."""
+    known_hashes: dict[str, str] = field(default_factory=dict)
+    """content hash -> id of a row holding that content's vector (grows as batches commit)."""
+
+    def count(self, path: str, moved: bool) -> None:
+        if path in self.existing:
+            self.report.updated += 1
+        elif moved:
+            self.report.moved += 1
+        else:
+            self.report.added += 1
+
+
+class Indexer:
+    """Brings a collection in line with a set of sources."""
+
+    def __init__(self, store: Store, embedder: Embedder, batch_size: int = 32, workers: int = 0,
+                 max_pixels: int = 250_000_000, max_file_bytes: int = 256 * 1024 * 1024):
+        self.store = store
+        self.embedder = embedder
+        self.batch_size = max(1, batch_size)
+        self.workers = workers or max(2, os.cpu_count() or 2)
+        self.max_pixels = max_pixels
+        self.max_file_bytes = max_file_bytes
+        self.stop = threading.Event()
+        """Set it (e.g. from a SIGINT handler) to finish the current batch and stop."""
+
+    # -- decode worker ---------------------------------------------------------
+
+    def _load(self, file: SourceFile, known_hashes: dict[str, str]) -> _Work:
+        work = _Work(file=file)
+        try:
+            data = read_file(Path(file.path), self.max_file_bytes)
+            work.digest = content_hash(data)
+            if work.digest in known_hashes:
+                work.reuse_id = known_hashes[work.digest]
+                return work
+            image = decode_image(data, min_side=self.embedder.min_decode_side, max_pixels=self.max_pixels)
+            work.crop = self.embedder.prepare(image.rgb)
+            work.width, work.height = image.width, image.height
+        except ImageError as exc:
+            work.error = exc.reason
+        except Exception as exc:  # noqa: BLE001 - one bad file must never stop the run
+            work.error = f"unexpected {type(exc).__name__}: {exc}"
+        return work
+
+    # -- main loop -------------------------------------------------------------
+
+    def run(self, sources: Iterable[str | Path], delete: bool = True,
+            progress: ProgressCallback | None = None) -> IndexReport:
+        started = time.perf_counter()
+        scan = scan_sources(sources)
+        state = _RunState(report=IndexReport(skipped=list(scan.problems)))
+        for row in self.store.iter_rows(("path", "size", "mtime", "label", "content_hash")):
+            state.existing[row["path"]] = row
+            state.known_hashes[row["content_hash"]] = row["id"]
+        todo = []
+        for file in scan.files:
+            row = state.existing.get(file.path)
+            if row and row["size"] == file.size and row["mtime"] == file.mtime and (
+                    not file.label or file.label == row["label"]):
+                state.report.unchanged += 1
+            else:
+                todo.append(file)
+        self._process(todo, state, progress)
+        if delete and not self.stop.is_set():
+            state.report.removed = self._remove_vanished(scan)
+        self.store.flush()
+        state.report.interrupted = self.stop.is_set()
+        state.report.seconds = time.perf_counter() - started
+        return state.report
+
+    def _process(self, todo: list[SourceFile], state: "_RunState", progress: ProgressCallback | None) -> None:
+        """Decode ahead in threads, embed in batches, write each batch as soon as it is done."""
+        window = self.batch_size * 3
+        pending: deque[Future[_Work]] = deque()
+        batch: list[_Work] = []
+        files = iter(todo)
+        with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="pixsearch-decode") as pool:
+            for file in files:
+                pending.append(pool.submit(self._load, file, state.known_hashes))
+                if len(pending) >= window:
+                    break
+            done = 0
+            while pending:
+                work = pending.popleft().result()
+                next_file = None if self.stop.is_set() else next(files, None)
+                if next_file is not None:
+                    pending.append(pool.submit(self._load, next_file, state.known_hashes))
+                if work.error:
+                    state.report.skipped.append((work.file.path, work.error))
+                else:
+                    batch.append(work)
+                done += 1
+                if len(batch) >= self.batch_size or not pending or self.stop.is_set():
+                    self._commit(batch, state)
+                    batch = []
+                if progress:
+                    progress(done, len(todo))
+                if self.stop.is_set():
+                    for future in pending:
+                        future.cancel()
+                    return
+
+    def _commit(self, batch: list[_Work], state: "_RunState") -> None:
+        """Embed each new content once, reuse known vectors for the rest, and upsert the batch."""
+        if not batch:
+            return
+        for work in batch:  # content committed by an earlier batch of this run
+            if not work.reuse_id and work.digest in state.known_hashes:
+                work.reuse_id = state.known_hashes[work.digest]
+        fresh: dict[str, list[_Work]] = {}
+        for work in batch:
+            if not work.reuse_id:
+                fresh.setdefault(work.digest, []).append(work)
+        firsts = [group[0] for group in fresh.values()]
+        vectors = self.embedder.embed_prepared([w.crop for w in firsts]) if firsts else []
+        state.report.embedded += len(firsts)
+        now = time.time()
+        rows = []
+        for first, vector in zip(firsts, vectors):
+            for work in fresh[first.digest]:
+                rows.append(self._row(work, vector, first.width, first.height, now))
+                state.count(work.file.path, moved=False)
+        reused = [w for w in batch if w.reuse_id]
+        donors = {row["id"]: row for row in self.store.get(sorted({w.reuse_id for w in reused}), with_vectors=True)}
+        for work in reused:
+            donor = donors.get(work.reuse_id)
+            if donor is None:  # the donor row was removed meanwhile: embed it on the next run
+                state.report.skipped.append((work.file.path, "content matched a row that was removed; run index again"))
+                continue
+            rows.append(self._row(work, donor["vector"], donor["width"], donor["height"], now))
+            state.count(work.file.path, moved=not os.path.exists(donor["path"]))
+        self.store.upsert(rows)
+        for row in rows:
+            state.known_hashes[row["content_hash"]] = row["id"]
+
+    @staticmethod
+    def _row(work: _Work, vector: np.ndarray, width: int, height: int, now: float) -> dict:
+        file = work.file
+        return {"id": image_id(file.path), "vector": vector, "path": file.path, "label": file.label,
+                "size": file.size, "mtime": file.mtime, "width": int(width), "height": int(height),
+                "content_hash": work.digest, "indexed_at": now}
+
+    def _remove_vanished(self, scan: Scan) -> int:
+        """Delete rows under the scanned roots whose files are gone."""
+        scanned_paths = {f.path for f in scan.files}
+        gone = []
+        for root in scan.roots:
+            for row in self.store.iter_rows(("path",), filter=path_prefix_filter(root)):
+                if row["path"] not in scanned_paths:
+                    gone.append(row["id"])
+        return self.store.delete(gone)
+
+    def remove(self, prefix: str) -> int:
+        """Remove every indexed image at or under *prefix* (a file or a folder)."""
+        path = os.path.abspath(os.path.expanduser(prefix))
+        ids = [row["id"] for row in self.store.iter_rows(("path",), filter=path_prefix_filter(path))]
+        removed = self.store.delete(ids)
+        self.store.flush()
+        return removed

@@ -1,0 +1,105 @@
+"""Find a model by name, registry entry, hub repository or local directory, and load it.
+
+``--model`` accepts:
+* a registry name (``pixsearch models`` lists them), fetched from the Hugging Face Hub once;
+* ``hf-hub:owner/repo`` for any hub repository in a layout pixsearch reads;
+* a local directory (pixsearch, Immich, transformers.js or transformers layout).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .convert import convert_cached
+from .onnx import OnnxEmbedder
+from .registry import REGISTRY
+from .spec import ModelError, ModelSpec, detect_layout, read_pixsearch_dir
+from .thirdparty import read_immich_dir, read_transformersjs_dir
+
+HUB_PREFIX = "hf-hub:"
+_CONFIG_FILES = ["*.json", "*.txt", "*.model"]
+
+
+class ModelUnavailable(ModelError):
+    """Weights could not be obtained (offline, unknown repository, ...)."""
+
+
+def hub_patterns(layout: str | None) -> tuple[list[str] | None, list[str]]:
+    """(allow, ignore) file patterns: fetch what the layout uses, not every variant in the repo."""
+    if layout == "immich":  # big text towers keep their weights as loose files beside model.onnx
+        return None, ["*.armnn", "*.rknn", "*/fp16/*", "*/rknpu/*", "README.md"]
+    if layout == "transformers.js":
+        towers = [f"onnx/{t}_model.{ext}" for t in ("vision", "text") for ext in ("onnx", "onnx_data")]
+        return _CONFIG_FILES + towers, []
+    if layout == "transformers":
+        return _CONFIG_FILES + ["*.safetensors"], []
+    return None, []
+
+
+def download(name: str, repo: str, cache_dir: Path, layout: str | None = None) -> Path:
+    """Local snapshot of hub *repo*: from the cache when present, else downloaded."""
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError as exc:  # pragma: no cover - a dependency of pixsearch
+        raise ModelUnavailable("huggingface_hub is not installed: pip install huggingface_hub") from exc
+    allow, ignore = hub_patterns(layout)
+    options = dict(cache_dir=cache_dir / "hub", allow_patterns=allow, ignore_patterns=ignore or None)
+    try:
+        return Path(snapshot_download(repo, local_files_only=True, **options))
+    except Exception:  # noqa: BLE001 - not cached yet; try the network next
+        pass
+    try:
+        return Path(snapshot_download(repo, **options))
+    except Exception as exc:  # noqa: BLE001 - any hub failure means the same thing to the user
+        reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise ModelUnavailable(
+            f"model {name!r} is not available here: downloading https://huggingface.co/{repo} failed "
+            f"({reason}).\nOn a machine with network access run `huggingface-cli download {repo} "
+            f"--local-dir DIR`, copy DIR here and pass `--model DIR` (or set PIXSEARCH_MODEL=DIR)."
+        ) from exc
+
+
+def resolve_model_dir(name: str, cache_dir: Path) -> tuple[Path, str | None]:
+    """The local directory holding model *name*, and the model id to record (None: from the files)."""
+    local = Path(name).expanduser()
+    if local.is_dir():
+        return local, None
+    if name.startswith(HUB_PREFIX):
+        repo = name[len(HUB_PREFIX):]
+        return download(name, repo, cache_dir), repo.replace("/", "__")
+    known = REGISTRY.get(name)
+    if known is not None:
+        return download(name, known.repo, cache_dir, known.layout), known.name
+    if local.exists() or "/" in name or name.startswith("."):
+        raise ModelError(f"--model {name!r}: no such directory")
+    raise ModelError(f"unknown model {name!r}: run `pixsearch models` for the names pixsearch knows, "
+                     f"use {HUB_PREFIX}owner/repo, or pass a local model directory")
+
+
+def load_spec(name: str, cache_dir: Path) -> ModelSpec:
+    """The ModelSpec of model *name*, converting a transformers checkpoint once if needed."""
+    directory, model_id = resolve_model_dir(name, cache_dir)
+    layout = detect_layout(directory)
+    if layout == "transformers":
+        directory = convert_cached(directory, cache_dir, model_id=model_id)
+        layout = "pixsearch"
+    if layout == "pixsearch":
+        spec = read_pixsearch_dir(directory)
+    elif layout == "immich":
+        spec = read_immich_dir(directory, model_id or directory.name)
+    else:
+        spec = read_transformersjs_dir(directory, model_id or directory.name)
+    return spec
+
+
+def load_embedder(name: str, cache_dir: Path | str, threads: int = 0, precision: str = "auto",
+                  spec: ModelSpec | None = None) -> OnnxEmbedder:
+    """Ready-to-use embedder for ``--model`` *name* (towers load lazily on first use)."""
+    spec = spec or load_spec(name, Path(cache_dir).expanduser())
+    variant = "fp32" if precision in ("fp32", "auto") else precision
+    if precision == "auto" and "int8" in spec.variants and spec.variants["int8"].get("verified") == "true":
+        variant = "int8"
+    if variant not in ("fp32",) and variant not in spec.variants:
+        raise ModelError(f"model {spec.model_id!r} has no {variant} variant; run `pixsearch quantize` first "
+                         f"or use --precision fp32")
+    return OnnxEmbedder(spec, threads=threads, variant=variant)

@@ -1,0 +1,179 @@
+"""What pixsearch needs to know to run a CLIP-family model: the ModelSpec, and readers
+that build it from each model-directory layout pixsearch understands.
+
+Layouts:
+
+* **pixsearch** (``pixsearch.json``): what ``pixsearch convert`` and ``pixsearch train``
+  write. Documented in the README; every other layout maps onto the same fields.
+* **Immich** (``visual/model.onnx``, ``textual/model.onnx``, ``config.json``): the
+  open_clip exports Immich publishes on the Hugging Face Hub as ``immich-app/*``.
+* **transformers.js** (``onnx/vision_model.onnx``, ``onnx/text_model.onnx``): ONNX
+  exports of transformers CLIP/SigLIP/Chinese-CLIP (``Xenova/*``, ``onnx-community/*``).
+* **transformers** (``config.json`` + weights): converted to the pixsearch layout once
+  (needs the ``torch`` extra), see ``convert.py``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..images import PreprocessConfig
+
+MANIFEST = "pixsearch.json"
+FORMAT = "pixsearch-onnx"
+FORMAT_VERSION = 1
+
+
+class ModelError(Exception):
+    """A model cannot be used; the message names it and says what to do."""
+
+
+@dataclass(frozen=True)
+class TowerSpec:
+    file: str
+    """ONNX file, relative to the model directory."""
+    output: str
+    """Name of the output holding the embedding."""
+
+
+@dataclass(frozen=True)
+class TextSpec(TowerSpec):
+    tokenizer: str = "tokenizer.json"
+    input_ids: str = "input_ids"
+    context_length: int = 77
+    pad_to_context: bool = False
+    """Pad every query to context_length (SigLIP and fixed-shape exports need it)."""
+    pad_id: int = 0
+    clean: str = "whitespace"
+    """Text clean-up before tokenising: ``whitespace`` collapses runs of spaces;
+    ``canonicalize`` also lower-cases and drops punctuation (open_clip's SigLIP rule)."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    model_id: str
+    """Stable name recorded in the Milvus collection; embeddings of different ids never mix."""
+    dim: int
+    image: TowerSpec
+    text: TextSpec
+    preprocess: PreprocessConfig
+    directory: Path = field(compare=False, default=Path("."))
+    variants: dict[str, dict[str, str]] = field(default_factory=dict, compare=False)
+    """Alternative ONNX files, e.g. {"int8": {"image": "visual.int8.onnx", "text": ...}}."""
+
+    def path(self, relative: str) -> Path:
+        return self.directory / relative
+
+    def to_manifest(self) -> dict[str, Any]:
+        pre = asdict(self.preprocess)
+        pre["size"] = list(self.preprocess.size)
+        return {
+            "format": FORMAT,
+            "version": FORMAT_VERSION,
+            "model_id": self.model_id,
+            "dim": self.dim,
+            "image": asdict(self.image),
+            "text": asdict(self.text),
+            "preprocess": pre,
+            "variants": self.variants,
+        }
+
+    def write_manifest(self) -> Path:
+        path = self.directory / MANIFEST
+        path.write_text(json.dumps(self.to_manifest(), indent=2) + "\n", encoding="utf-8")
+        return path
+
+
+def _load_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"cannot read {path}: {exc}") from exc
+
+
+def _preprocess_from_dict(pre: dict[str, Any]) -> PreprocessConfig:
+    size = pre["size"]
+    return PreprocessConfig(
+        size=(int(size[0]), int(size[1])) if isinstance(size, (list, tuple)) else (int(size), int(size)),
+        resize=pre.get("resize", "shortest"),
+        interpolation=pre.get("interpolation", "bicubic"),
+        mean=tuple(pre["mean"]),
+        std=tuple(pre["std"]),
+        shortest_edge=pre.get("shortest_edge"),
+    )
+
+
+def read_pixsearch_dir(directory: Path) -> ModelSpec:
+    data = _load_json(directory / MANIFEST)
+    if data.get("format") != FORMAT or int(data.get("version", 0)) > FORMAT_VERSION:
+        raise ModelError(f"{directory / MANIFEST} is not a pixsearch model manifest this version can read")
+    return ModelSpec(
+        model_id=data["model_id"],
+        dim=int(data["dim"]),
+        image=TowerSpec(**data["image"]),
+        text=TextSpec(**data["text"]),
+        preprocess=_preprocess_from_dict(data["preprocess"]),
+        directory=directory,
+        variants=data.get("variants", {}),
+    )
+
+
+# ----------------------------------------------------------------------------- transformers configs
+
+_RESAMPLE = {0: "nearest", 2: "bilinear", 3: "bicubic"}
+
+
+def preprocess_from_hf(pre: dict[str, Any]) -> PreprocessConfig:
+    """PreprocessConfig from a transformers ``preprocessor_config.json``.
+
+    CLIP-style processors resize the shortest edge then centre-crop; SigLIP-style
+    ones resize straight to height x width.
+    """
+    size = pre.get("size", 224)
+    crop = pre.get("crop_size")
+    interpolation = _RESAMPLE.get(int(pre.get("resample", 3)), "bicubic")
+    mean = tuple(float(x) for x in pre.get("image_mean", (0.5, 0.5, 0.5)))
+    std = tuple(float(x) for x in pre.get("image_std", (0.5, 0.5, 0.5)))
+    if isinstance(size, int):
+        size = {"shortest_edge": size}
+    if "shortest_edge" in size:
+        edge = int(size["shortest_edge"])
+        if pre.get("do_center_crop", True) and crop:
+            crop_hw = (int(crop["height"]), int(crop["width"])) if isinstance(crop, dict) else (int(crop), int(crop))
+        else:
+            crop_hw = (edge, edge)
+        return PreprocessConfig(size=crop_hw, resize="shortest", interpolation=interpolation,
+                                mean=mean, std=std, shortest_edge=edge)
+    hw = (int(size["height"]), int(size["width"]))
+    if pre.get("do_center_crop") and crop:
+        crop_hw = (int(crop["height"]), int(crop["width"]))
+        return PreprocessConfig(size=crop_hw, resize="shortest", interpolation=interpolation,
+                                mean=mean, std=std, shortest_edge=min(hw))
+    return PreprocessConfig(size=hw, resize="squash", interpolation=interpolation, mean=mean, std=std)
+
+
+def is_transformers_dir(directory: Path) -> bool:
+    """A transformers checkpoint (config + weights) that pixsearch can convert."""
+    has_weights = any((directory / name).exists() for name in
+                      ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json"))
+    return (directory / "config.json").is_file() and has_weights
+
+
+def detect_layout(directory: Path) -> str:
+    """Name the layout of a model directory: pixsearch, immich, transformers.js or transformers."""
+    if (directory / MANIFEST).is_file():
+        return "pixsearch"
+    if (directory / "visual" / "model.onnx").is_file() and (directory / "textual" / "model.onnx").is_file():
+        return "immich"
+    if (directory / "onnx" / "vision_model.onnx").is_file() and (directory / "onnx" / "text_model.onnx").is_file():
+        return "transformers.js"
+    if is_transformers_dir(directory):
+        return "transformers"
+    raise ModelError(
+        f"{directory} is not a model directory pixsearch knows: expected {MANIFEST} (pixsearch), "
+        "visual/ + textual/ model.onnx (Immich), onnx/vision_model.onnx + onnx/text_model.onnx "
+        "(transformers.js), or a transformers checkpoint (config.json + model.safetensors)"
+    )

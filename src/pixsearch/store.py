@@ -1,0 +1,316 @@
+"""The vector store: one Milvus collection per model, through pymilvus' MilvusClient.
+
+The same code serves the embedded Milvus Lite file (``./pixsearch.db``), a Milvus
+standalone server and a cluster (``http://host:19530`` plus a token). Everything
+that differs between those backends (index type, batch sizes, consistency) is in
+``IndexPolicy``, chosen in ``policy_for``: one place to change.
+
+Milvus is the only source of truth: each row holds an image's vector and the
+file facts (path, size, mtime, content hash) that incremental indexing compares.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Sequence
+
+import numpy as np
+
+# milvus-lite 2.5 imports pkg_resources, which warns on every start; the pin is deliberate (README).
+warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
+
+FIELDS = ("id", "path", "label", "size", "mtime", "width", "height", "content_hash", "indexed_at")
+"""Scalar fields of an image row (the vector is separate)."""
+MAX_PATH = 4096
+MAX_LABEL = 512
+
+
+class StoreError(Exception):
+    """The store cannot do what was asked; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class IndexPolicy:
+    """How pixsearch uses one kind of Milvus backend; measured choices, see the README."""
+
+    backend: str
+    index_type: str
+    index_params: dict[str, Any]
+    search_params: dict[str, Any]
+    insert_batch: int
+    """Rows per insert call. Milvus Lite 2.5 slows sharply above ~1k rows per call."""
+    consistency: str = "Strong"
+
+
+def is_local_uri(uri: str) -> bool:
+    """True when *uri* names an embedded Milvus Lite file rather than a server."""
+    return not re.match(r"^(https?|tcp|grpc|unix)://", uri)
+
+
+def policy_for(uri: str) -> IndexPolicy:
+    """The measured index/search configuration for the backend behind *uri*."""
+    if is_local_uri(uri):
+        # Milvus Lite 2.5 (C++ engine): local mode offers FLAT, IVF_FLAT and AUTOINDEX only.
+        return IndexPolicy(backend="milvus-lite", index_type="IVF_FLAT", index_params={"nlist": 256},
+                           search_params={"nprobe": 32}, insert_batch=1000)
+    return IndexPolicy(backend="milvus-server", index_type="HNSW", index_params={"M": 16, "efConstruction": 200},
+                       search_params={"ef": 128}, insert_batch=5000)
+
+
+def collection_name_for(model_id: str) -> str:
+    """Default collection of a model: Milvus names allow letters, digits and underscores."""
+    return "pixsearch_" + re.sub(r"[^0-9A-Za-z_]", "_", model_id)[:200]
+
+
+def quote(value: str) -> str:
+    """A Milvus filter-expression string literal."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def path_prefix_filter(prefix: str) -> str:
+    """Filter for rows whose path is *prefix* or lies under it."""
+    prefix = prefix.rstrip("/")
+    escaped = prefix.replace("\\", "\\\\").replace('"', '\\"').replace("%", "\\%").replace("_", "\\_")
+    return f'path == {quote(prefix)} or path like "{escaped}/%"'
+
+
+@dataclass
+class Hit:
+    id: str
+    score: float
+    fields: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def path(self) -> str:
+        return self.fields.get("path", "")
+
+
+@dataclass(frozen=True)
+class CollectionInfo:
+    name: str
+    model_id: str
+    model: str
+    """What to pass as --model to query this collection."""
+    dim: int
+    count: int
+    backend: str
+
+
+def _parse_description(text: str) -> dict[str, Any] | None:
+    try:
+        data = json.loads(text)
+    except (TypeError, ValueError):
+        return None
+    return data if isinstance(data, dict) and "pixsearch" in data else None
+
+
+class Store:
+    """A connection to one Milvus deployment; methods act on one collection."""
+
+    def __init__(self, uri: str, token: str = "", collection: str = "", timeout: float = 30.0):
+        self.uri = uri
+        self.collection = collection
+        self.policy = policy_for(uri)
+        self._client = self._connect(uri, token, timeout)
+
+    @staticmethod
+    def _connect(uri: str, token: str, timeout: float):
+        from pymilvus import MilvusClient
+
+        if is_local_uri(uri):
+            path = Path(uri).expanduser()
+            if path.parent and not path.parent.exists():
+                raise StoreError(f"cannot create database {uri}: folder {path.parent} does not exist")
+            uri = str(path)
+        try:
+            return MilvusClient(uri=uri, token=token or "", timeout=timeout)
+        except Exception as exc:  # noqa: BLE001 - pymilvus raises many kinds; all mean "cannot connect"
+            hint = ("check that the file's folder is writable and no other program holds it"
+                    if is_local_uri(uri) else "check that Milvus is running there and that --token is right")
+            raise StoreError(f"cannot open Milvus at {uri}: {_short(exc)}; {hint}") from exc
+
+    def close(self) -> None:
+        try:
+            self._client.close()
+        except Exception:  # noqa: BLE001 - closing is best effort
+            pass
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ collections
+
+    def collections(self) -> list[CollectionInfo]:
+        """Every pixsearch collection in this database."""
+        infos = []
+        for name in self._client.list_collections():
+            info = self.info(name)
+            if info is not None:
+                infos.append(info)
+        return infos
+
+    def info(self, name: str | None = None) -> CollectionInfo | None:
+        """Facts about a pixsearch collection, or None if it does not exist or is not ours."""
+        name = name or self.collection
+        if not self._client.has_collection(name):
+            return None
+        meta = _parse_description(self._client.describe_collection(name).get("description", ""))
+        if meta is None:
+            return None
+        return CollectionInfo(name=name, model_id=meta["model_id"], model=meta.get("model", meta["model_id"]),
+                              dim=int(meta["dim"]), count=self._count(name), backend=self.policy.backend)
+
+    def _count(self, name: str) -> int:
+        rows = self._client.query(name, filter="", output_fields=["count(*)"],
+                                  consistency_level=self.policy.consistency)
+        return int(rows[0]["count(*)"]) if rows else 0
+
+    def count(self) -> int:
+        return self._count(self.collection)
+
+    def ensure_collection(self, model_id: str, model: str, dim: int) -> None:
+        """Create the collection for *model_id*, or check that the existing one belongs to it."""
+        info = self.info()
+        if info is not None:
+            if info.model_id != model_id or info.dim != dim:
+                raise StoreError(
+                    f"collection {self.collection!r} in {self.uri} holds embeddings of model {info.model_id!r} "
+                    f"(dim {info.dim}), not {model_id!r} (dim {dim}); pixsearch never mixes models. Use "
+                    f"--model {info.model} to work with it, or --collection NEW to index this model separately."
+                )
+            return
+        if self._client.has_collection(self.collection):
+            raise StoreError(f"collection {self.collection!r} in {self.uri} was not made by pixsearch; "
+                             "pass another --collection")
+        self._create(model_id, model, dim)
+
+    def _create(self, model_id: str, model: str, dim: int) -> None:
+        from pymilvus import DataType, MilvusClient
+
+        schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False,
+                                            description=json.dumps({"pixsearch": 1, "model_id": model_id,
+                                                                    "model": model, "dim": dim}))
+        schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=32)
+        schema.add_field("vector", DataType.FLOAT_VECTOR, dim=dim)
+        schema.add_field("path", DataType.VARCHAR, max_length=MAX_PATH)
+        schema.add_field("label", DataType.VARCHAR, max_length=MAX_LABEL)
+        schema.add_field("size", DataType.INT64)
+        schema.add_field("mtime", DataType.DOUBLE)
+        schema.add_field("width", DataType.INT64)
+        schema.add_field("height", DataType.INT64)
+        schema.add_field("content_hash", DataType.VARCHAR, max_length=64)
+        schema.add_field("indexed_at", DataType.DOUBLE)
+        index = self._client.prepare_index_params()
+        index.add_index(field_name="vector", index_type=self.policy.index_type, metric_type="IP",
+                        params=self.policy.index_params)
+        self._client.create_collection(self.collection, schema=schema, index_params=index,
+                                       consistency_level=self.policy.consistency)
+
+    def drop(self) -> None:
+        self._client.drop_collection(self.collection)
+
+    # ------------------------------------------------------------------ writes
+
+    def upsert(self, rows: Sequence[dict[str, Any]]) -> None:
+        """Insert or replace rows (each with every field and ``vector``), in backend-sized batches."""
+        step = self.policy.insert_batch
+        for start in range(0, len(rows), step):
+            chunk = [_clean_row(r) for r in rows[start:start + step]]
+            self._client.upsert(self.collection, chunk)
+
+    def delete(self, ids: Iterable[str]) -> int:
+        ids = list(ids)
+        for start in range(0, len(ids), 1000):
+            self._client.delete(self.collection, ids=ids[start:start + 1000])
+        return len(ids)
+
+    def flush(self) -> None:
+        """Seal what was written so searches use the index instead of scanning growing rows."""
+        try:
+            self._client.flush(self.collection)
+        except Exception:  # noqa: BLE001 - some backends flush on their own; not fatal
+            pass
+
+    # ------------------------------------------------------------------ reads
+
+    def get(self, ids: Sequence[str], with_vectors: bool = False) -> list[dict[str, Any]]:
+        if not ids:
+            return []
+        fields = list(FIELDS) + (["vector"] if with_vectors else [])
+        return [_plain(r) for r in self._client.get(self.collection, ids=list(ids), output_fields=fields)]
+
+    def query(self, filter: str, with_vectors: bool = False, limit: int | None = None) -> list[dict[str, Any]]:
+        fields = list(FIELDS) + (["vector"] if with_vectors else [])
+        kwargs = {"limit": limit} if limit else {}
+        rows = self._client.query(self.collection, filter=filter, output_fields=fields,
+                                  consistency_level=self.policy.consistency, **kwargs)
+        return [_plain(r) for r in rows]
+
+    def iter_rows(self, fields: Sequence[str] = FIELDS, filter: str = "", page: int = 2000) -> Iterator[dict]:
+        """Every row matching *filter*, page by page in primary-key order (memory stays flat)."""
+        last = ""
+        while True:
+            condition = f"id > {quote(last)}" + (f" and ({filter})" if filter else "")
+            rows = self._client.query(self.collection, filter=condition, output_fields=list(dict.fromkeys(["id", *fields])),
+                                      limit=page, consistency_level=self.policy.consistency)
+            if not rows:
+                return
+            rows.sort(key=lambda r: r["id"])
+            yield from (_plain(r) for r in rows)
+            if len(rows) < page:
+                return
+            last = rows[-1]["id"]
+
+    def search(self, vectors: np.ndarray, k: int, filter: str = "", min_score: float | None = None,
+               output_fields: Sequence[str] = FIELDS) -> list[list[Hit]]:
+        """Top-*k* rows by inner product (= cosine for unit vectors) for each query vector."""
+        vectors = np.asarray(vectors, dtype=np.float32)
+        results = self._client.search(
+            self.collection, data=vectors.tolist(), limit=k, filter=filter,
+            output_fields=list(output_fields), search_params={"metric_type": "IP", "params": self.policy.search_params},
+            consistency_level=self.policy.consistency,
+        )
+        out = []
+        for hits in results:
+            row = []
+            for hit in hits:
+                entity = dict(hit.get("entity", {}) or {})
+                hit_id = hit.get("id", entity.get("id"))
+                score = float(hit.get("distance", hit.get("score", 0.0)))
+                if min_score is not None and score < min_score:
+                    continue
+                entity.setdefault("id", hit_id)
+                row.append(Hit(id=str(hit_id), score=score, fields=_plain(entity)))
+            out.append(row)
+        return out
+
+
+def _plain(row: dict[str, Any]) -> dict[str, Any]:
+    """A query row as plain Python values (vectors as float32 arrays)."""
+    out = dict(row)
+    if "vector" in out and out["vector"] is not None:
+        out["vector"] = np.asarray(out["vector"], dtype=np.float32)
+    return out
+
+
+def _clean_row(row: dict[str, Any]) -> dict[str, Any]:
+    out = {name: row[name] for name in FIELDS}
+    out["path"] = str(out["path"])[:MAX_PATH]
+    out["label"] = str(out.get("label") or "")[:MAX_LABEL]
+    out["indexed_at"] = float(out.get("indexed_at") or time.time())
+    vector = row["vector"]
+    out["vector"] = vector.tolist() if isinstance(vector, np.ndarray) else list(vector)
+    return out
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:300]
