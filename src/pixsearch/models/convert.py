@@ -26,12 +26,13 @@ MIN_COSINE = 0.999
 def _require_torch():
     try:
         import torch  # noqa: F401
-        import transformers  # noqa: F401
+        import transformers
     except ImportError as exc:
         raise ModelError(
             "converting a transformers checkpoint to ONNX needs the torch extra: "
             "pip install 'pixsearch[torch]' (CPU torch 2.13.0), then run the command again"
         ) from exc
+    transformers.utils.logging.disable_progress_bar()
 
 
 def checkpoint_fingerprint(directory: Path) -> str:
