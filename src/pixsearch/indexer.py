@@ -29,7 +29,7 @@ import numpy as np
 
 from .images import IMAGE_SUFFIXES, ImageError, decode_image, read_file
 from .models.base import Embedder
-from .store import Store, path_prefix_filter
+from .store import Store
 
 
 def image_id(path: str) -> str:
@@ -331,7 +331,7 @@ class Indexer:
         scanned_paths = {f.path for f in scan.files}
         gone = []
         for root in scan.roots:
-            for row in self.store.iter_rows(("path",), filter=path_prefix_filter(root)):
+            for row in self.store.iter_under(root, ("path",)):
                 if row["path"] not in scanned_paths:
                     gone.append(row["id"])
         return self.store.delete(gone)
@@ -339,7 +339,7 @@ class Indexer:
     def remove(self, prefix: str) -> int:
         """Remove every indexed image at or under *prefix* (a file or a folder)."""
         path = os.path.abspath(os.path.expanduser(prefix))
-        ids = [row["id"] for row in self.store.iter_rows(("path",), filter=path_prefix_filter(path))]
+        ids = [row["id"] for row in self.store.iter_under(path, ("path",))]
         removed = self.store.delete(ids)
         self.store.flush()
         return removed

@@ -73,10 +73,20 @@ def quote(value: str) -> str:
 
 
 def path_prefix_filter(prefix: str) -> str:
-    """Filter for rows whose path is *prefix* or lies under it."""
+    """Filter for rows whose path is *prefix* or lies under it -- possibly a few more.
+
+    Milvus' ``like`` treats ``_`` and ``%`` as wildcards and has no escape for them
+    (Milvus Lite 2.5 even crashes on ``\\_``), so the match is a superset when the
+    prefix holds those characters: callers check ``is_under`` on what comes back.
+    """
+    prefix = prefix.rstrip("/") or "/"
+    return f"path == {quote(prefix)} or path like {quote(prefix.rstrip('/') + '/%')}"
+
+
+def is_under(path: str, prefix: str) -> bool:
+    """Exact version of path_prefix_filter for one path."""
     prefix = prefix.rstrip("/")
-    escaped = prefix.replace("\\", "\\\\").replace('"', '\\"').replace("%", "\\%").replace("_", "\\_")
-    return f'path == {quote(prefix)} or path like "{escaped}/%"'
+    return path == prefix or path.startswith(prefix + "/")
 
 
 @dataclass
@@ -268,6 +278,12 @@ class Store:
             if len(rows) < page:
                 return
             last = rows[-1]["id"]
+
+    def iter_under(self, prefix: str, fields: Sequence[str] = FIELDS) -> Iterator[dict]:
+        """Every row whose path is *prefix* or lies under it."""
+        for row in self.iter_rows(tuple(dict.fromkeys(["path", *fields])), filter=path_prefix_filter(prefix)):
+            if is_under(row["path"], prefix):
+                yield row
 
     def search(self, vectors: np.ndarray, k: int, filter: str = "", min_score: float | None = None,
                output_fields: Sequence[str] = FIELDS) -> list[list[Hit]]:

@@ -55,6 +55,8 @@ def open_workspace(settings: Settings, create: bool = False) -> Workspace:
     """Store + embedder for a command. *create*: make the collection if missing (indexing)."""
     store = Store(settings.db, token=settings.token)
     try:
+        if not create and not store.collections():
+            raise StoreError(f"nothing indexed yet in {settings.db}: run `pixsearch index PATH` first")
         model, info = choose_model(settings, store)
         cache_dir = Path(settings.cache_dir).expanduser()
         spec = load_spec(model, cache_dir)

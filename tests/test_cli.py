@@ -1,0 +1,106 @@
+"""End to end through the real `pixsearch` command, on the committed sample photos."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import pytest
+
+from .conftest import SAMPLE_CSV, SHARED, run_cli
+
+
+def index_json(*args: str) -> dict:
+    return json.loads(run_cli("index", *args, "--json").stdout)
+
+
+def search_json(*args: str) -> list[dict]:
+    return json.loads(run_cli("search", *args, "--json").stdout)
+
+
+@pytest.fixture
+def indexed(sample_dir, tiny_model):
+    report = index_json(str(sample_dir), "--model", str(tiny_model))
+    return sample_dir, report
+
+
+def test_index_each_image_once_and_rerun_adds_nothing(indexed, tiny_model):
+    sample_dir, first = indexed
+    photos = sorted(sample_dir.rglob("*.jpg"))
+    assert first["added"] == len(photos) == 20 and first["skipped"] == []
+    second = index_json(str(sample_dir))  # the model comes from the database's only collection
+    assert second["added"] == 0 and second["unchanged"] == 20 and second["embedded"] == 0
+    stats = json.loads(run_cli("stats", "--json").stdout)
+    assert [s["count"] for s in stats] == [20]
+
+
+def test_search_by_image_returns_itself_first(indexed):
+    sample_dir, _ = indexed
+    for photo in sorted(sample_dir.rglob("*.jpg"))[::5]:
+        hits = search_json("--image", str(photo), "-k", "3")
+        assert hits[0]["path"] == str(photo)
+        assert hits[0]["score"] == pytest.approx(1.0, abs=1e-3)
+
+
+def test_search_by_text_and_by_id(indexed):
+    hits = search_json("a red dress", "-k", "5")
+    assert len(hits) == 5 and all(os.path.isfile(h["path"]) for h in hits)
+    assert hits == sorted(hits, key=lambda h: -h["score"])
+    similar = search_json("--like", hits[0]["id"], "-k", "2")
+    assert similar[0]["id"] == hits[0]["id"]
+
+
+def test_search_filters(indexed):
+    sample_dir, _ = indexed
+    hats = search_json("a hat", "-k", "10", "--folder", str(sample_dir / "hat"))
+    assert len(hats) == 2 and all("/hat/" in h["path"] for h in hats)
+    assert search_json("a hat", "--min-score", "1.01") == []
+
+
+def test_csv_form_with_labels(tmp_path, tiny_model):
+    shutil.copytree(SAMPLE_CSV.parent / "clothing", tmp_path / "clothing")
+    csv_path = tmp_path / "photos.csv"
+    shutil.copy(SAMPLE_CSV, csv_path)
+    report = index_json(str(csv_path), "--model", str(tiny_model))
+    assert report["added"] == 20
+    shoes = search_json("shoes", "--label", "shoes", "-k", "5")
+    assert len(shoes) == 2 and {h["label"] for h in shoes} == {"shoes"}
+
+
+def test_broken_files_are_skipped_with_reasons(sample_dir, tiny_model):
+    good = next(sample_dir.rglob("*.jpg")).read_bytes()
+    (sample_dir / "empty.jpg").write_bytes(b"")
+    (sample_dir / "notes.png").write_text("not a picture")
+    (sample_dir / "cut.jpg").write_bytes(good[: len(good) // 3])
+    result = run_cli("index", str(sample_dir), "--model", str(tiny_model))
+    assert "added 20" in result.stdout and "skipped 3" in result.stdout
+    assert "empty file" in result.stderr and "not an image" in result.stderr and "truncated" in result.stderr
+
+
+def test_errors_are_one_line_not_tracebacks(tmp_path, tiny_model):
+    result = run_cli("search", "anything", check=False)
+    assert result.returncode == 2 and "nothing indexed yet" in result.stderr and "Traceback" not in result.stderr
+    result = run_cli("index", str(tmp_path), "--model", "ViT-B-32__openai", check=False)
+    assert result.returncode == 2 and "--model DIR" in result.stderr and "Traceback" not in result.stderr
+    result = run_cli("search", "x", "--db", "http://127.0.0.1:9", check=False)
+    assert result.returncode == 2 and "cannot open Milvus" in result.stderr
+
+
+def test_settings_from_env_and_config_file(sample_dir, tiny_model, tmp_path):
+    (tmp_path / "pixsearch.toml").write_text(f'db = "from-config.db"\nmodel = "{tiny_model}"\n')
+    run_cli("index", str(sample_dir))
+    assert (tmp_path / "from-config.db").exists()
+    run_cli("index", str(sample_dir), env={"PIXSEARCH_DB": str(tmp_path / "from-env.db")})
+    assert (tmp_path / "from-env.db").exists()
+
+
+@pytest.mark.skipif(not (SHARED / "coco-mini" / "images").is_dir(), reason="../shared/data/coco-mini is absent")
+def test_coco_mini_images_index_and_find_themselves(tiny_model, tmp_path):
+    images = SHARED / "coco-mini" / "images"
+    report = index_json(str(images), "--model", str(tiny_model), "--db", str(tmp_path / "coco.db"))
+    count = len(list(images.glob("*.jpg")))
+    assert report["added"] == count and report["skipped"] == []
+    for photo in sorted(images.glob("*.jpg"))[:3]:
+        hits = search_json("--image", str(photo), "-k", "1", "--db", str(tmp_path / "coco.db"))
+        assert hits[0]["path"] == str(photo)

@@ -1,0 +1,166 @@
+"""Decoding: every supported format, every awkward pixel layout, EXIF orientation, broken files."""
+
+from __future__ import annotations
+
+import struct
+import zlib
+
+import cv2
+import numpy as np
+import pytest
+
+from pixsearch.images import (
+    ImageError,
+    PreprocessConfig,
+    decode_image,
+    exif_orientation,
+    jpeg_size,
+    load_image,
+    resize_and_crop,
+    to_model_input,
+)
+
+from .conftest import sample_images
+
+
+def encode(ext: str, img: np.ndarray, *params: int) -> bytes:
+    ok, buf = cv2.imencode(ext, img, list(params))
+    assert ok
+    return buf.tobytes()
+
+
+def gradient(h: int = 40, w: int = 60) -> np.ndarray:
+    """A BGR test card: red grows left to right, green top to bottom, so orientation is visible."""
+    img = np.zeros((h, w, 3), np.uint8)
+    img[:, :, 2] = np.linspace(0, 255, w, dtype=np.uint8)[None, :]
+    img[:, :, 1] = np.linspace(0, 255, h, dtype=np.uint8)[:, None]
+    return img
+
+
+def with_exif_orientation(jpeg: bytes, orientation: int) -> bytes:
+    """Insert an APP1 EXIF segment holding only the orientation tag (big-endian TIFF)."""
+    tiff = b"MM\x00*" + struct.pack(">I", 8) + struct.pack(">H", 1)
+    tiff += struct.pack(">HHIHH", 0x0112, 3, 1, orientation, 0) + struct.pack(">I", 0)
+    payload = b"Exif\x00\x00" + tiff
+    return jpeg[:2] + b"\xff\xe1" + struct.pack(">H", len(payload) + 2) + payload + jpeg[2:]
+
+
+def palette_png(indices: np.ndarray, palette: list[tuple[int, int, int]]) -> bytes:
+    """A colour-type-3 (palette) PNG, written by hand since OpenCV cannot write one."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    h, w = indices.shape
+    header = struct.pack(">IIBBBBB", w, h, 8, 3, 0, 0, 0)
+    raw = b"".join(b"\x00" + indices[row].astype(np.uint8).tobytes() for row in range(h))
+    plte = b"".join(bytes(c) for c in palette)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"PLTE", plte) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize("ext", [".jpg", ".png", ".webp", ".bmp", ".tiff", ".gif"])
+def test_every_format_decodes_to_rgb8(ext):
+    bgr = gradient()
+    decoded = decode_image(encode(ext, bgr))
+    assert decoded.rgb.dtype == np.uint8 and decoded.rgb.shape == (40, 60, 3)
+    assert (decoded.width, decoded.height) == (60, 40)
+    # Red rises to the right in RGB channel 0 (lossy formats: approximately).
+    assert decoded.rgb[20, 55, 0] > decoded.rgb[20, 5, 0] + 100
+
+
+def test_grayscale_becomes_rgb():
+    gray = np.tile(np.arange(0, 250, 5, dtype=np.uint8), (10, 1))
+    rgb = decode_image(encode(".png", gray)).rgb
+    assert rgb.shape == (10, 50, 3) and (rgb[:, :, 0] == rgb[:, :, 2]).all()
+
+
+def test_alpha_is_composited_over_white():
+    bgra = np.zeros((8, 8, 4), np.uint8)
+    bgra[:, :4] = (0, 0, 255, 255)  # opaque red on the left, transparent black on the right
+    rgb = decode_image(encode(".png", bgra)).rgb
+    assert tuple(rgb[0, 0]) == (255, 0, 0)
+    assert tuple(rgb[0, 7]) == (255, 255, 255)
+
+
+def test_sixteen_bit_becomes_eight_bit():
+    img16 = (gradient().astype(np.uint16) * 257)
+    rgb = decode_image(encode(".png", img16)).rgb
+    assert rgb.dtype == np.uint8
+    assert np.abs(rgb.astype(int) - cv2.cvtColor(gradient(), cv2.COLOR_BGR2RGB).astype(int)).max() <= 1
+
+
+def test_palette_png():
+    indices = np.array([[0, 1], [1, 0]])
+    rgb = decode_image(palette_png(indices, [(255, 0, 0), (0, 0, 255)])).rgb
+    assert tuple(rgb[0, 0]) == (255, 0, 0) and tuple(rgb[0, 1]) == (0, 0, 255)
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_orientation_matches_opencv(orientation):
+    data = with_exif_orientation(encode(".jpg", gradient(), cv2.IMWRITE_JPEG_QUALITY, 100), orientation)
+    assert exif_orientation(data) == orientation
+    ours = decode_image(data)
+    reference = cv2.cvtColor(cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    assert ours.rgb.shape == reference.shape
+    assert np.abs(ours.rgb.astype(int) - reference.astype(int)).max() <= 2
+    assert (ours.width, ours.height) == (reference.shape[1], reference.shape[0])
+
+
+def test_large_jpeg_decodes_reduced_but_reports_full_size():
+    big = cv2.resize(gradient(), (2400, 1600))
+    data = encode(".jpg", big)
+    assert jpeg_size(data) == (2400, 1600)
+    decoded = decode_image(data, min_side=224)
+    assert (decoded.width, decoded.height) == (2400, 1600)
+    assert decoded.rgb.shape[:2] == (200 * 2, 300 * 2)  # 1/4 scale keeps the short side >= 224
+    assert min(decoded.rgb.shape[:2]) >= 224
+
+
+@pytest.mark.parametrize(
+    "data, reason",
+    [
+        (b"", "empty"),
+        (b"hello, I am a text file", "not an image"),
+        (b"\x89PNG\r\n\x1a\n" + b"\x00" * 30, "PNG"),
+    ],
+)
+def test_broken_inputs_raise_with_reason(data, reason):
+    with pytest.raises(ImageError, match=reason):
+        decode_image(data)
+
+
+def test_truncated_jpeg_is_refused():
+    data = encode(".jpg", cv2.resize(gradient(), (300, 200)))
+    with pytest.raises(ImageError, match="truncated"):
+        decode_image(data[: len(data) // 2])
+
+
+def test_too_many_pixels_is_refused():
+    with pytest.raises(ImageError, match="too large"):
+        decode_image(encode(".png", gradient(100, 100)), max_pixels=5000)
+
+
+def test_non_ascii_path_and_missing_permissions(tmp_path):
+    path = tmp_path / "été 写真.png"
+    path.write_bytes(encode(".png", gradient()))
+    assert load_image(path).rgb.shape == (40, 60, 3)
+    with pytest.raises(ImageError, match="empty"):
+        (tmp_path / "zero.jpg").write_bytes(b"")
+        load_image(tmp_path / "zero.jpg")
+
+
+def test_sample_photos_decode():
+    for path in sample_images():
+        decoded = load_image(path)
+        assert decoded.rgb.ndim == 3 and decoded.width > 0
+
+
+def test_resize_modes():
+    rgb = np.zeros((100, 200, 3), np.uint8)
+    rgb[:, 50:150] = 255  # a white centre band the crop must keep
+    crop = resize_and_crop(rgb, PreprocessConfig(size=(32, 32), resize="shortest"))
+    assert crop.shape == (32, 32, 3) and crop.mean() > 250
+    squashed = resize_and_crop(rgb, PreprocessConfig(size=(16, 48), resize="squash"))
+    assert squashed.shape == (16, 48, 3)
+    batch = to_model_input([crop, crop], PreprocessConfig(size=(32, 32), mean=(0.5,) * 3, std=(0.5,) * 3))
+    assert batch.shape == (2, 3, 32, 32) and batch.dtype == np.float32
+    assert np.allclose(batch, 1.0)  # white -> (1 - 0.5) / 0.5
