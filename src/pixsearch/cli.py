@@ -252,6 +252,11 @@ def convert(
     console.print(f"wrote {output} (model id {spec.model_id}, dim {spec.dim}); use it with --model {output}")
 
 
+from .serve import serve  # noqa: E402 - imports cli's options; FastAPI/Gradio load only when it runs
+
+app.command("serve")(serve)
+
+
 def main() -> None:  # pragma: no cover - console entry point alias
     app()
 

@@ -1,0 +1,253 @@
+"""The REST API (FastAPI) with the web page mounted at "/".
+
+``create_app(settings)`` opens the model and the store once and shares them with
+every request; nothing is created at import time, so tests and ``pixsearch serve``
+each build their own app. Endpoints are plain ``def`` functions: FastAPI runs them
+in its thread pool, which is what CPU-bound embedding and blocking Milvus calls need.
+"""
+
+from __future__ import annotations
+
+import hmac
+import time
+from contextlib import asynccontextmanager
+from typing import Any, AsyncIterator
+
+from fastapi import Depends, FastAPI, File, Path, Query, Request, UploadFile
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from . import __version__
+from .config import Settings
+from .search import QueryError
+from .service import Limits, NotFound, SearchService, hit_json, make_filters
+from .store import Hit, StoreError
+
+ID_PARAM = Path(..., description="An image id, as returned in search results (16 hex characters).")
+IMAGE_HEADERS = {"Cache-Control": "private, max-age=3600", "X-Content-Type-Options": "nosniff"}
+
+
+class Result(BaseModel):
+    id: str
+    path: str
+    score: float
+    fields: dict[str, Any]
+    thumbnail_url: str
+    image_url: str
+
+
+class SearchResponse(BaseModel):
+    count: int
+    took_ms: float
+    results: list[Result]
+
+
+class StatsResponse(BaseModel):
+    model: str
+    model_id: str
+    collection: str
+    count: int
+    dim: int
+    backend: str
+    last_indexed: str | None
+    """ISO-8601 UTC time of the most recently indexed image; null for an empty index."""
+    folders: list[str]
+    """Folders that hold indexed images (for the ``folder`` filter; at most 1000 listed)."""
+    labels: list[str]
+
+
+class PayloadTooLarge(Exception):
+    """The request body is larger than the upload limit."""
+
+
+class BodyLimit:
+    """Refuse /api request bodies over *limit* bytes while they stream in, not after buffering."""
+
+    def __init__(self, app: ASGIApp, limit: int):
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith("/api/"):
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length", b"0")
+        if declared.isdigit() and int(declared) > self.limit:
+            await _too_large(self.limit)(scope, receive, send)
+            return
+        seen = 0
+
+        async def counting_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                raise PayloadTooLarge()
+            return message
+
+        await self.app(scope, counting_receive, send)
+
+
+def _too_large(limit: int) -> JSONResponse:
+    return JSONResponse({"detail": f"request too large: uploads are limited to {limit / 2**20:.0f} MiB"}, 413)
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"detail": message}, status_code=status)
+
+
+def _install_error_handlers(app: FastAPI, limits: Limits) -> None:
+    """Every failure becomes JSON {"detail": "..."} with a status code a client can act on."""
+
+    async def query_error(_: Request, exc: Exception) -> JSONResponse:
+        return _error(400, str(exc))
+
+    async def not_found(_: Request, exc: Exception) -> JSONResponse:
+        return _error(404, str(exc))
+
+    async def store_error(_: Request, exc: Exception) -> JSONResponse:
+        return _error(503, f"the vector store failed: {exc}")
+
+    async def too_large(_: Request, __: Exception) -> JSONResponse:
+        return _too_large(limits.max_upload_bytes)
+
+    async def invalid(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        errors = jsonable_encoder(exc.errors(), exclude={"input", "url", "ctx"})
+        summary = "; ".join(f"{'.'.join(str(p) for p in e['loc'][1:]) or e['loc'][0]}: {e['msg']}" for e in errors)
+        return JSONResponse({"detail": summary or "invalid request", "errors": errors}, status_code=422)
+
+    async def http_error(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+
+    app.add_exception_handler(QueryError, query_error)
+    app.add_exception_handler(NotFound, not_found)
+    app.add_exception_handler(StoreError, store_error)
+    app.add_exception_handler(PayloadTooLarge, too_large)
+    app.add_exception_handler(RequestValidationError, invalid)
+    app.add_exception_handler(StarletteHTTPException, http_error)
+
+
+def token_guard(api_token: str):
+    """A dependency that requires ``Authorization: Bearer <api_token>`` when a token is set."""
+    bearer = HTTPBearer(auto_error=False, description="The server's --api-token, when it has one.")
+
+    def check(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
+        if not api_token:
+            return
+        given = credentials.credentials if credentials else ""
+        if not hmac.compare_digest(given.encode(), api_token.encode()):
+            raise StarletteHTTPException(401, "missing or wrong API token: send 'Authorization: Bearer <token>'",
+                                         headers={"WWW-Authenticate": "Bearer"})
+
+    return check
+
+
+def _respond(hits: list[Hit], request: Request, started: float) -> SearchResponse:
+    prefix = request.scope.get("root_path", "").rstrip("/")
+    return SearchResponse(count=len(hits), took_ms=round((time.perf_counter() - started) * 1000, 2),
+                          results=[Result(**hit_json(h, prefix)) for h in hits])
+
+
+def add_api_routes(app: FastAPI, service: SearchService) -> None:
+    """The /api endpoints; all bounded by ``service.limits`` and guarded by the API token."""
+    limits = service.limits
+    guard = [Depends(token_guard(service.settings.api_token))]
+    k_param = Query(10, ge=1, le=limits.max_k, description=f"Number of results (1-{limits.max_k}).")
+    min_param = Query(None, ge=-1.0, le=1.0, description="Hide results scoring below this cosine similarity.")
+    folder_param = Query("", max_length=4096, description="Only images in or under this absolute folder.")
+    label_param = Query("", max_length=512, description="Only images with this label.")
+
+    @app.get("/api/stats", response_model=StatsResponse, dependencies=guard, tags=["collection"])
+    def stats() -> StatsResponse:
+        """Model, number of images and last indexed time of the served collection."""
+        s = service.stats()
+        return StatsResponse(model=s.model, model_id=s.model_id, collection=s.collection, count=s.count,
+                             dim=s.dim, backend=s.backend, last_indexed=s.last_indexed, folders=list(s.folders),
+                             labels=list(s.labels))
+
+    @app.get("/api/search", response_model=SearchResponse, dependencies=guard, tags=["search"])
+    def search_text(request: Request, q: str = Query(..., description="Words describing the picture."),
+                    k: int = k_param, min_score: float | None = min_param, folder: str = folder_param,
+                    label: str = label_param) -> SearchResponse:
+        """Images that best match a text description."""
+        started = time.perf_counter()
+        hits = service.by_text(q, k, make_filters(folder, label, min_score))
+        return _respond(hits, request, started)
+
+    @app.post("/api/search/image", response_model=SearchResponse, dependencies=guard, tags=["search"])
+    def search_image(request: Request, file: UploadFile = File(..., description="An image file (JPEG, PNG, ...)."),
+                     k: int = k_param, min_score: float | None = min_param, folder: str = folder_param,
+                     label: str = label_param) -> SearchResponse:
+        """Images that look like an uploaded example image."""
+        started = time.perf_counter()
+        data = file.file.read(limits.max_upload_bytes + 1)
+        if len(data) > limits.max_upload_bytes:
+            raise PayloadTooLarge()
+        hits = service.by_image(data, k, make_filters(folder, label, min_score))
+        return _respond(hits, request, started)
+
+    @app.get("/api/search/similar/{image_id}", response_model=SearchResponse, dependencies=guard, tags=["search"])
+    def search_similar(request: Request, image_id: str = ID_PARAM, k: int = k_param,
+                       min_score: float | None = min_param, folder: str = folder_param,
+                       label: str = label_param) -> SearchResponse:
+        """More like this: images close to an indexed image (which comes first, with score ~1)."""
+        started = time.perf_counter()
+        hits = service.by_id(image_id, k, make_filters(folder, label, min_score))
+        return _respond(hits, request, started)
+
+    @app.get("/api/images/{image_id}", dependencies=guard, tags=["images"],
+             responses={200: {"content": {"image/*": {}}}, 404: {"description": "Unknown id or changed file"}})
+    def image(request: Request, image_id: str = ID_PARAM) -> Response:
+        """The original file of an indexed image, exactly as it was indexed."""
+        served = service.image(image_id)
+        etag = f'"{served.etag}"'
+        if request.headers.get("if-none-match") == etag:
+            return Response(status_code=304, headers={"ETag": etag, **IMAGE_HEADERS})
+        return Response(served.data, media_type=served.media_type, headers={"ETag": etag, **IMAGE_HEADERS})
+
+    @app.get("/api/thumbnails/{image_id}", dependencies=guard, tags=["images"],
+             responses={200: {"content": {"image/jpeg": {}}}, 404: {"description": "Unknown id or changed file"}})
+    def thumbnail(image_id: str = ID_PARAM) -> FileResponse:
+        """A small JPEG of an indexed image (made once, then served from the cache folder)."""
+        return FileResponse(service.thumbnail_path(image_id), media_type="image/jpeg", headers=IMAGE_HEADERS)
+
+
+def create_app(settings: Settings, limits: Limits = Limits(), with_ui: bool = True) -> FastAPI:
+    """The pixsearch server: REST API under /api, docs at /docs, web page at /.
+
+    The model and store are opened here, once, and closed when the app shuts down.
+    """
+    service = SearchService.open(settings, limits)
+    service.warm_up()
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            service.close()
+
+    app = FastAPI(title="pixsearch", version=__version__, lifespan=lifespan, redoc_url=None,
+                  description="Search indexed pictures by text, by example image, or by similarity.")
+    app.state.service = service
+    _install_error_handlers(app, limits)
+    app.add_middleware(BodyLimit, limit=limits.max_upload_bytes + 64 * 1024)
+
+    @app.get("/health", tags=["collection"])
+    def health() -> dict[str, str]:
+        """Liveness: the process is up and the model and store are open."""
+        return {"status": "ok"}
+
+    add_api_routes(app, service)
+    if with_ui:
+        from .ui import mount_ui
+
+        mount_ui(app, service)
+    return app

@@ -1,0 +1,246 @@
+"""The REST API, through FastAPI's test client and through a real `pixsearch serve` on loopback."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import urllib.parse
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from pixsearch.api import create_app
+from pixsearch.service import Limits
+
+from .serving import SAMPLE_COUNT, build_index, running_server
+
+SECRET = b"top secret: never served"
+
+
+@pytest.fixture(scope="module")
+def library(tmp_path_factory, tiny_model):
+    """A real index of the 20 sample photos (with labels), shared by the read-only tests."""
+    return build_index(tmp_path_factory.mktemp("api"), tiny_model)
+
+
+@pytest.fixture(scope="module")
+def client(library):
+    with TestClient(create_app(library, limits=Limits(max_k=50, max_upload_bytes=256 * 1024))) as test_client:
+        yield test_client
+
+
+def sample(library, label: str) -> Path:
+    return sorted((Path(library.db).parent / "samples" / "clothing" / label).glob("*.jpg"))[0]
+
+
+def test_health_and_stats(client):
+    assert client.get("/health").json() == {"status": "ok"}
+    stats = client.get("/api/stats").json()
+    assert stats["count"] == SAMPLE_COUNT and stats["dim"] == 16 and stats["backend"] == "milvus-lite"
+    assert stats["model_id"].startswith("tiny-clip") and stats["last_indexed"].endswith("+00:00")
+    assert "dress" in stats["labels"] and any(f.endswith("/clothing/dress") for f in stats["folders"])
+
+
+def test_text_search_returns_k_results_with_working_urls(client, library):
+    body = client.get("/api/search", params={"q": "a red dress", "k": 5}).json()
+    assert body["count"] == 5 and len(body["results"]) == 5
+    scores = [r["score"] for r in body["results"]]
+    assert scores == sorted(scores, reverse=True)
+    first = body["results"][0]
+    assert set(first) == {"id", "path", "score", "fields", "thumbnail_url", "image_url"}
+    assert {"label", "width", "height", "mtime", "indexed_at"} <= set(first["fields"])
+    original = client.get(first["image_url"])
+    assert original.status_code == 200 and original.headers["content-type"] == "image/jpeg"
+    assert original.content == Path(first["path"]).read_bytes()
+    assert client.get(first["image_url"], headers={"If-None-Match": original.headers["etag"]}).status_code == 304
+
+
+def test_thumbnails_are_made_once_and_cached_on_disk(client, library):
+    hit = client.get("/api/search", params={"q": "a blue hat", "k": 1}).json()["results"][0]
+    response = client.get(hit["thumbnail_url"])
+    assert response.status_code == 200 and response.content[:3] == b"\xff\xd8\xff"
+    cached = next(Path(library.cache_dir, "thumbnails").glob(f"*/{hit['id']}.jpg"))
+    first_mtime = cached.stat().st_mtime_ns
+    assert client.get(hit["thumbnail_url"]).content == cached.read_bytes()
+    assert cached.stat().st_mtime_ns == first_mtime
+
+
+def test_filters_by_folder_label_and_min_score(client, library):
+    folder = str(sample(library, "dress").parent)
+    by_folder = client.get("/api/search", params={"q": "clothes", "k": 20, "folder": folder}).json()["results"]
+    assert len(by_folder) == 2 and all(r["path"].startswith(folder + "/") for r in by_folder)
+    by_label = client.get("/api/search", params={"q": "clothes", "k": 20, "label": "hat"}).json()["results"]
+    assert len(by_label) == 2 and {r["fields"]["label"] for r in by_label} == {"hat"}
+    everything = client.get("/api/search", params={"q": "clothes", "k": 20}).json()["results"]
+    cut = everything[len(everything) // 2]["score"]
+    kept = client.get("/api/search", params={"q": "clothes", "k": 20, "min_score": cut}).json()["results"]
+    assert kept and all(r["score"] >= cut for r in kept) and len(kept) < len(everything)
+
+
+def test_search_by_uploaded_image_finds_itself_first(client, library):
+    photo = sample(library, "shoes")
+    response = client.post("/api/search/image", params={"k": 3},
+                           files={"file": (photo.name, photo.read_bytes(), "image/jpeg")})
+    assert response.status_code == 200, response.text
+    first = response.json()["results"][0]
+    assert first["path"] == str(photo) and first["score"] > 0.99
+
+
+def test_more_like_this_starts_with_the_image_itself(client):
+    hit = client.get("/api/search", params={"q": "shorts for summer", "k": 1}).json()["results"][0]
+    similar = client.get(f"/api/search/similar/{hit['id']}", params={"k": 4}).json()["results"]
+    assert len(similar) == 4 and similar[0]["id"] == hit["id"]
+
+
+@pytest.mark.parametrize(("params", "status", "words"), [
+    ({"q": "hat", "k": 0}, 422, "k"),
+    ({"q": "hat", "k": 51}, 422, "k"),
+    ({"q": "hat", "k": "many"}, 422, "k"),
+    ({"q": "x" * 1001}, 400, "too long"),
+    ({"q": "   "}, 400, "empty query"),
+    ({}, 422, "q"),
+    ({"q": "hat", "min_score": 2}, 422, "min_score"),
+    ({"q": "hat", "folder": "relative/dir"}, 400, "absolute"),
+])
+def test_bad_queries_get_json_errors(client, params, status, words):
+    response = client.get("/api/search", params=params)
+    assert response.status_code == status
+    assert words in response.json()["detail"]
+
+
+def test_bad_uploads_are_refused_with_a_reason(client):
+    not_image = client.post("/api/search/image", files={"file": ("notes.jpg", b"hello, not a picture", "image/jpeg")})
+    assert not_image.status_code == 400 and "not a usable image" in not_image.json()["detail"]
+    too_big = client.post("/api/search/image", files={"file": ("big.jpg", b"\xff" * (400 * 1024), "image/jpeg")})
+    assert too_big.status_code == 413 and "MiB" in too_big.json()["detail"]
+    assert client.post("/api/search/image").status_code == 422
+
+
+def test_unknown_and_malformed_ids_are_404(client):
+    for url in ("/api/images/0123456789abcdef", "/api/thumbnails/0123456789abcdef",
+                "/api/search/similar/0123456789abcdef", "/api/images/not-an-id", "/api/thumbnails/ABC",
+                '/api/images/" or id != "'):
+        response = client.get(url)
+        assert response.status_code == 404, url
+        assert "detail" in response.json()
+
+
+def test_api_token_guards_the_api_and_the_page_but_not_health(library):
+    settings = library.with_overrides({"api_token": "s3cret"})
+    with TestClient(create_app(settings)) as guarded:
+        assert guarded.get("/health").status_code == 200
+        refused = guarded.get("/api/search", params={"q": "hat"})
+        assert refused.status_code == 401 and refused.headers["www-authenticate"] == "Bearer"
+        assert guarded.get("/api/stats", headers={"Authorization": "Bearer wrong"}).status_code == 401
+        ok = guarded.get("/api/search", params={"q": "hat"}, headers={"Authorization": "Bearer s3cret"})
+        assert ok.status_code == 200 and ok.json()["count"] == 10
+        assert guarded.get("/config").status_code == 401  # the page asks for the token as its password
+        assert guarded.post("/login", data={"username": "me", "password": "wrong"}).status_code == 400
+        assert guarded.post("/login", data={"username": "me", "password": "s3cret"}).status_code == 200
+        assert guarded.get("/config").status_code == 200
+
+
+def test_empty_index_answers_with_no_results(tmp_path, tiny_model):
+    settings = build_index(tmp_path, tiny_model, index=False)
+    with TestClient(create_app(settings, with_ui=False)) as empty:
+        assert empty.get("/api/stats").json()["count"] == 0
+        assert empty.get("/api/stats").json()["last_indexed"] is None
+        body = empty.get("/api/search", params={"q": "hat"}).json()
+        assert body["count"] == 0 and body["results"] == []
+
+
+# ----------------------------------------------------------------------------- escapes
+
+
+def raw_get(base: str, path: str) -> tuple[int, bytes]:
+    """GET *path* byte for byte: http.client neither normalises ../ nor re-encodes %2e."""
+    parts = urllib.parse.urlsplit(base)
+    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
+    try:
+        connection.putrequest("GET", path, skip_accept_encoding=True)
+        connection.endheaders()
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
+
+
+def escape_attempts(secret: Path, indexed: Path) -> list[str]:
+    attempts = []
+    for route in ("/api/images/", "/api/thumbnails/", "/api/search/similar/"):
+        attempts += [route + "../../../../../../etc/passwd", route + "..%2f..%2f..%2fetc%2fpasswd",
+                     route + "%2e%2e/%2e%2e/%2e%2e/etc/passwd", route + "%2e%2e%2f%2e%2e%2fetc%2fpasswd",
+                     route + urllib.parse.quote(str(secret), safe=""), route + str(secret),
+                     route + urllib.parse.quote(str(indexed), safe=""), route + "..", route + "%2e%2e"]
+    attempts += ["/api/../../../../etc/passwd", "/%2e%2e/%2e%2e/etc/passwd", "/..%2f..%2fetc%2fpasswd",
+                 f"/gradio_api/file={secret}", f"/gradio_api/file={indexed}", "/gradio_api/file=/etc/passwd",
+                 f"/file={secret}", "/gradio_api/file=..%2f..%2f..%2fetc%2fpasswd"]
+    return attempts
+
+
+@pytest.mark.slow
+def test_real_server_refuses_traversal_and_symlink_escapes(tmp_path, tiny_model):
+    settings = build_index(tmp_path / "lib", tiny_model, in_process=False)
+    secret = tmp_path / "outside" / "secret.txt"
+    secret.parent.mkdir()
+    secret.write_bytes(SECRET)
+    outside_image = tmp_path / "outside" / "other.jpg"
+    outside_image.write_bytes(next((tmp_path / "lib" / "samples" / "clothing" / "hat").glob("*.jpg")).read_bytes())
+    photos = sorted((tmp_path / "lib" / "samples" / "clothing").rglob("*.jpg"))
+    with running_server(settings, tmp_path / "serve.log") as base:
+        hits = json.loads(raw_get(base, "/api/search?q=clothes&k=20")[1])["results"]
+        ids = {hit["path"]: hit["id"] for hit in hits}
+        for attempt in escape_attempts(secret, photos[0]):
+            status, body = raw_get(base, attempt)
+            assert status in (400, 403, 404, 405), (attempt, status, body[:200])
+            assert SECRET not in body and b"root:" not in body, attempt
+        # After indexing, indexed files are replaced by symlinks that lead outside.
+        to_secret, to_other = photos[1], photos[2]
+        for victim, target in ((to_secret, secret), (to_other, outside_image)):
+            victim.unlink()
+            victim.symlink_to(target)
+            for route in ("/api/images/", "/api/thumbnails/"):
+                status, body = raw_get(base, route + ids[str(victim)])
+                assert status == 404 and b"changed since it was indexed" in body, (route, victim, body)
+                assert SECRET not in body
+        # The untouched files are still served.
+        status, body = raw_get(base, "/api/images/" + ids[str(photos[3])])
+        assert status == 200 and body == photos[3].read_bytes()
+
+
+@pytest.mark.slow
+def test_real_server_answers_concurrent_clients_correctly(tmp_path, tiny_model):
+    settings = build_index(tmp_path / "lib", tiny_model, in_process=False)
+    with running_server(settings, tmp_path / "serve.log") as base:
+        expected = json.loads(raw_get(base, "/api/search?q=a%20winter%20coat&k=7")[1])["results"]
+        queries = ["a%20winter%20coat", "black%20leather%20shoes"] * 20
+
+        def ask(q: str) -> list[str]:
+            status, body = raw_get(base, f"/api/search?q={q}&k=7")
+            assert status == 200
+            return [r["id"] for r in json.loads(body)["results"]]
+
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            answers = list(pool.map(ask, queries))
+        assert all(a == [r["id"] for r in expected] for a in answers[::2])
+        assert len({tuple(a) for a in answers[1::2]}) == 1
+        assert raw_get(base, "/")[0] == 200 and raw_get(base, "/docs")[0] == 200
+        assert os.path.getsize(tmp_path / "serve.log") < 10_000, "the server should not log every request"
+
+
+def test_page_logic_sorts_by_date_and_explains_empty_results(client, library):
+    from pixsearch.ui import ANY, run_query
+
+    service = client.app.state.service
+    text = {"kind": "text", "value": "a winter coat"}
+    items, message, shown = run_query(service, text, 20, 0.0, ANY, ANY, "date")
+    mtimes = [row["fields"]["mtime"] for row in shown]
+    assert len(items) == 20 and mtimes == sorted(mtimes, reverse=True) and "newest first" in message
+    assert all(Path(path).is_file() and caption.endswith(".jpg") for path, caption in items)
+    items, message, _ = run_query(service, text, 5, 0.99, ANY, "hat", "relevance")
+    assert items == [] and "No results" in message and "lower minimum score" in message
+    _, message, _ = run_query(service, {"kind": "text", "value": "x" * 2000}, 5, 0.0, ANY, ANY, "relevance")
+    assert "query too long" in message
