@@ -257,6 +257,12 @@ from .serve import serve  # noqa: E402 - imports cli's options; FastAPI/Gradio l
 app.command("serve")(serve)
 
 
+from .cli_quality import eval_command, train_command  # noqa: E402 - needs the options defined above
+
+app.command("eval")(eval_command)
+app.command("train")(train_command)
+
+
 def main() -> None:  # pragma: no cover - console entry point alias
     app()
 

@@ -1,0 +1,402 @@
+"""Fine-tune (or train from scratch) a CLIP-family model on your images: ``pixsearch train``.
+
+The loss is CLIP's symmetric InfoNCE: in a batch of image-caption pairs, each image
+must pick out its own caption among the batch's captions and vice versa. With
+labelled images the captions come from templates ("a photo of a {label}"), so many
+pairs in a batch share a caption; those count as positives for each other rather
+than as negatives (otherwise the loss would push identical captions apart).
+
+Images go through ``pixsearch.images`` with the model's own preprocessor config,
+exactly as indexing does, so the model is trained on the pixels it will later see.
+The output directory is a transformers checkpoint that ``--model DIR`` accepts (it
+is converted to ONNX once, and checked, before ``train`` returns). Training state
+is kept in ``OUTPUT/.pixsearch-train`` so an interrupted run resumes where it stopped.
+
+torch is imported lazily: it is the optional ``torch`` extra.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from .eval import DEFAULT_TEMPLATES, Dataset, hits_at_k, load_dataset, prompts_for
+from .trainkit import CropCache, Reporter, make_optimizer, require_torch, save_checkpoint_dir, split_indices
+
+STATE_DIR = ".pixsearch-train"
+TRAINABLE_TYPES = ("clip", "chinese_clip", "siglip")
+MAX_LOGIT_SCALE = float(np.log(100.0))
+
+
+class TrainError(ValueError):
+    """Training cannot start or go on; the message says what to change."""
+
+
+class TrainInterrupted(Exception):
+    """Training stopped early on request; its state was saved and the same command resumes it."""
+
+
+@dataclass
+class TrainOptions:
+    data: Path
+    output: Path
+    model: str | None = None
+    """Base checkpoint: a transformers folder, hf-hub:owner/repo, or a registry name of a transformers model."""
+    from_scratch: str | None = None
+    """Preset name or CONFIG.json for a randomly initialised CLIP (models/scratch.py)."""
+    templates: tuple[str, ...] = DEFAULT_TEMPLATES
+    split: str | None = None
+    epochs: int = 5
+    batch_size: int = 64
+    lr: float | None = None
+    """Default: 5e-4 from scratch, 1e-5 when fine-tuning pretrained weights."""
+    weight_decay: float = 0.1
+    image_size: int | None = None
+    freeze_image: bool = False
+    freeze_text: bool = False
+    val_split: float = 0.1
+    patience: int = 3
+    """Stop after this many epochs without a better validation score (0: never stop early)."""
+    seed: int = 0
+    augment: bool = True
+    """Random horizontal flips; the crop itself is always the one indexing uses."""
+    cache_mb: int = 2048
+    restart: bool = False
+    save_every: float = 300.0
+    threads: int = 0
+    cache_dir: Path = field(default_factory=lambda: Path.home() / ".cache" / "pixsearch")
+
+    def fingerprint(self) -> str:
+        """What must not change between an interrupted run and its resumption."""
+        keys = ("data", "model", "from_scratch", "templates", "split", "batch_size", "image_size",
+                "freeze_image", "freeze_text", "val_split", "seed")
+        blob = json.dumps({k: str(getattr(self, k)) for k in keys}, sort_keys=True)
+        return hashlib.blake2b(blob.encode(), digest_size=8).hexdigest()
+
+
+# ----------------------------------------------------------------------------- loss
+
+
+def info_nce(image_emb, text_emb, logit_scale, groups=None):
+    """Symmetric InfoNCE over a batch; pairs with the same *groups* id are all positives.
+
+    *groups* None means every pair is its own group (plain CLIP loss). The target of
+    each row is uniform over its positives, so duplicate captions are not negatives.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    image_emb = F.normalize(image_emb, dim=-1)
+    text_emb = F.normalize(text_emb, dim=-1)
+    logits = logit_scale * image_emb @ text_emb.T
+    if groups is None:
+        groups = torch.arange(len(logits), device=logits.device)
+    positives = (groups[:, None] == groups[None, :]).to(logits.dtype)
+    targets = positives / positives.sum(dim=1, keepdim=True)
+    image_loss = -(targets * F.log_softmax(logits, dim=1)).sum(dim=1).mean()
+    text_loss = -(targets.T * F.log_softmax(logits.T, dim=1)).sum(dim=1).mean()
+    return (image_loss + text_loss) / 2
+
+
+# ----------------------------------------------------------------------------- data
+
+
+@dataclass
+class Examples:
+    """Training pairs: each image with its captions and a group id (same group = mutual positives)."""
+
+    paths: list[str]
+    captions: list[list[str]]
+    groups: list[int]
+
+
+def examples_from(dataset: Dataset, templates: Sequence[str]) -> Examples:
+    if dataset.kind == "captions":
+        keep = [p for p in dataset.images if dataset.captions.get(p)]
+        return Examples(paths=keep, captions=[dataset.captions[p] for p in keep], groups=list(range(len(keep))))
+    names = dataset.label_names
+    prompts = {name: [text for text, _ in prompts_for([name], templates)] for name in names}
+    return Examples(paths=list(dataset.images), captions=[prompts[dataset.labels[p]] for p in dataset.images],
+                    groups=[names.index(dataset.labels[p]) for p in dataset.images])
+
+
+def subset(examples: Examples, indices: Sequence[int]) -> Examples:
+    return Examples(paths=[examples.paths[i] for i in indices], captions=[examples.captions[i] for i in indices],
+                    groups=[examples.groups[i] for i in indices])
+
+
+# ----------------------------------------------------------------------------- model
+
+
+def resolve_base(options: TrainOptions, state_dir: Path, texts: Sequence[str]) -> Path:
+    """The checkpoint training starts from; a new random one for --from-scratch (kept for resuming)."""
+    if options.from_scratch:
+        from .models.scratch import new_clip_checkpoint, read_preset
+
+        base = state_dir / "base"
+        if (base / "config.json").is_file():
+            return base
+        preset = read_preset(options.from_scratch)
+        if options.image_size:
+            preset["image_size"] = options.image_size
+        return new_clip_checkpoint(base, preset, texts=texts, seed=options.seed)
+    if not options.model:
+        raise TrainError("say what to train: --model CHECKPOINT (a transformers CLIP/SigLIP/Chinese-CLIP "
+                         "folder or hf-hub:owner/repo) or --from-scratch PRESET")
+    from .models.loader import HUB_PREFIX, download
+    from .models.registry import REGISTRY
+    from .models.spec import is_transformers_dir
+
+    name = options.model
+    local = Path(name).expanduser()
+    if local.is_dir():
+        directory = local
+    elif name.startswith(HUB_PREFIX):
+        directory = download(name, name[len(HUB_PREFIX):], options.cache_dir, "transformers")
+    elif name in REGISTRY and REGISTRY[name].layout == "transformers":
+        directory = download(name, REGISTRY[name].repo, options.cache_dir, "transformers")
+    else:
+        trainable = [m.name for m in REGISTRY.values() if m.layout == "transformers"]
+        raise TrainError(f"--model {name!r} is not a transformers checkpoint, so it cannot be trained (ONNX exports "
+                         f"have no trainable weights). Use a local transformers folder, hf-hub:owner/repo of one "
+                         f"(e.g. hf-hub:openai/clip-vit-base-patch32), or: {', '.join(trainable)}")
+    if not is_transformers_dir(directory):
+        raise TrainError(f"{directory} is not a transformers checkpoint (config.json + model.safetensors)")
+    if options.image_size:
+        raise TrainError("--image-size only applies to --from-scratch: a pretrained model's size is fixed by "
+                         "its position embeddings (see its preprocessor_config.json)")
+    return directory
+
+
+def load_model(base: Path, options: TrainOptions):
+    """Model, tokenizer, preprocess config and context length of checkpoint *base*, towers frozen as asked."""
+    from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+    from .models.spec import preprocess_from_hf
+
+    config = AutoConfig.from_pretrained(base, local_files_only=True)
+    if getattr(config, "model_type", "") not in TRAINABLE_TYPES:
+        raise TrainError(f"{base}: model type {config.model_type!r} cannot be trained; "
+                         f"supported: {', '.join(TRAINABLE_TYPES)}")
+    pre_path = base / "preprocessor_config.json"
+    if not pre_path.is_file():
+        raise TrainError(f"{base} has no preprocessor_config.json: training must use the model's own image size "
+                         "and normalisation")
+    preprocess = preprocess_from_hf(json.loads(pre_path.read_text(encoding="utf-8")))
+    tokenizer = AutoTokenizer.from_pretrained(base, local_files_only=True)
+    model = AutoModel.from_pretrained(base, local_files_only=True)
+    for tower, frozen in (("vision_model", options.freeze_image), ("visual_projection", options.freeze_image),
+                          ("text_model", options.freeze_text), ("text_projection", options.freeze_text)):
+        module = getattr(model, tower, None)
+        if frozen and module is not None:
+            module.requires_grad_(False)
+    context = int(getattr(config.text_config, "max_position_embeddings", 77))
+    return model, tokenizer, preprocess, context
+
+
+def _features(output):
+    from .models.convert import _features as features
+
+    return features(output)
+
+
+# ----------------------------------------------------------------------------- the run
+
+
+class Trainer:
+    """One training run: data, model, optimiser and resumable state."""
+
+    def __init__(self, options: TrainOptions, reporter: Reporter | None = None):
+        self.options = options
+        self.reporter = reporter or Reporter()
+        self.torch = require_torch()
+        self.state_dir = options.output / STATE_DIR
+        self.state_path = self.state_dir / "state.pt"
+        self.device = "cuda" if self.torch.cuda.is_available() else "cpu"
+
+    def prepare(self) -> None:
+        opts = self.options
+        self.torch.set_num_threads(opts.threads or os.cpu_count() or 1)
+        self._check_output()
+        examples = examples_from(load_dataset(opts.data, opts.split), opts.templates)
+        train_idx, val_idx = split_indices(len(examples.paths), opts.val_split, opts.seed)
+        self.train, self.val = subset(examples, train_idx), subset(examples, val_idx)
+        texts = [c for caps in self.train.captions for c in caps]
+        self.base = resolve_base(opts, self.state_dir, texts)
+        self.model, self.tokenizer, self.preprocess, self.context = load_model(self.base, opts)
+        self.model.to(self.device)
+        self.crops = CropCache(self.preprocess, opts.cache_mb, reporter=self.reporter)
+        bad = self.crops.load(self.train.paths + self.val.paths)
+        for path, reason in bad:
+            self.reporter.message(f"skipped {path}: {reason}")
+        self.train = subset(self.train, [i for i, p in enumerate(self.train.paths) if self.crops.has(p)])
+        self.val = subset(self.val, [i for i, p in enumerate(self.val.paths) if self.crops.has(p)])
+        if len(self.train.paths) < 2:
+            raise TrainError(f"{opts.data}: fewer than two usable training images")
+        self.batch = min(opts.batch_size, len(self.train.paths))
+        self.steps_per_epoch = len(self.train.paths) // self.batch
+        lr = opts.lr or (5e-4 if opts.from_scratch else 1e-5)
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        if not params:
+            raise TrainError("both towers are frozen: nothing to train")
+        self.optimizer, self.scheduler = make_optimizer(params, lr, opts.weight_decay,
+                                                        self.steps_per_epoch * opts.epochs)
+        self.state = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "best": None, "bad_epochs": 0,
+                      "history": [], "fingerprint": opts.fingerprint(), "finished": False}
+        self._resume()
+
+    def _check_output(self) -> None:
+        out, ours = self.options.output, self.state_dir.is_dir()
+        if self.options.restart and ours:
+            shutil.rmtree(self.state_dir)
+        elif out.exists() and any(p.name != STATE_DIR for p in out.iterdir()) and not self.state_path.exists():
+            hint = "add --restart to train it again" if ours else "choose a new --output folder"
+            raise TrainError(f"{out} already holds {'a trained model' if ours else 'files'} and no interrupted "
+                             f"run to resume; {hint}")
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+
+    def _resume(self) -> None:
+        if not self.state_path.is_file():
+            return
+        saved = self.torch.load(self.state_path, map_location=self.device, weights_only=False)
+        if saved["state"]["fingerprint"] != self.options.fingerprint():
+            raise TrainError(f"{self.options.output} holds an interrupted run with other data or options; run the "
+                             "same command as before to resume it, or add --restart to start over")
+        self.model.load_state_dict(saved["model"])
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.scheduler.load_state_dict(saved["scheduler"])
+        self.state = saved["state"]
+        self.reporter.message(f"resuming at epoch {self.state['epoch'] + 1}, "
+                              f"step {self.state['step_in_epoch']} of {self.steps_per_epoch}")
+
+    def save_state(self) -> None:
+        """Write model, optimiser and progress atomically: a crash mid-write keeps the previous state."""
+        tmp = self.state_path.with_suffix(".tmp")
+        self.torch.save({"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                         "scheduler": self.scheduler.state_dict(), "state": self.state}, tmp)
+        os.replace(tmp, self.state_path)
+
+    def _batches(self, epoch: int):
+        """The epoch's batches: a seeded order and caption choice, so a resumed epoch replays identically."""
+        rng = np.random.default_rng([self.options.seed, epoch])
+        order = rng.permutation(len(self.train.paths))
+        choices = [int(rng.integers(len(c))) for c in self.train.captions]
+        flips = rng.random(len(order)) < 0.5 if self.options.augment else np.zeros(len(order), bool)
+        for step in range(self.steps_per_epoch):
+            idx = order[step * self.batch:(step + 1) * self.batch]
+            yield idx, [self.train.captions[i][choices[i]] for i in idx], flips[idx]
+
+    def _step(self, idx, captions, flips) -> float:
+        torch = self.torch
+        pixels = torch.from_numpy(self.crops.batch([self.train.paths[i] for i in idx], flips)).to(self.device)
+        tokens = self.tokenizer(list(captions), padding=True, truncation=True, max_length=self.context,
+                                return_tensors="pt").to(self.device)
+        groups = torch.tensor([self.train.groups[i] for i in idx], device=self.device)
+        image = _features(self.model.get_image_features(pixel_values=pixels))
+        text = _features(self.model.get_text_features(input_ids=tokens["input_ids"],
+                                                      attention_mask=tokens["attention_mask"]))
+        loss = info_nce(image, text, self.model.logit_scale.exp(), groups)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.scheduler.step()
+        with torch.no_grad():
+            self.model.logit_scale.clamp_(0, MAX_LOGIT_SCALE)
+        return float(loss.detach())
+
+    def validate(self) -> float | None:
+        """Mean over k in (1, 5, 10) of text-to-image hits@k on the held-out images (see eval.hits_at_k)."""
+        if len(self.val.paths) < 2:
+            return None
+        torch = self.torch
+        self.model.eval()
+        with torch.no_grad():
+            images = []
+            for start in range(0, len(self.val.paths), 128):
+                pixels = self.crops.batch(self.val.paths[start:start + 128], None)
+                images.append(_features(self.model.get_image_features(pixel_values=torch.from_numpy(pixels).to(self.device))))
+            queries = sorted({(c, g) for caps, g in zip(self.val.captions, self.val.groups) for c in caps})
+            tokens = self.tokenizer([q for q, _ in queries], padding=True, truncation=True, max_length=self.context,
+                                    return_tensors="pt").to(self.device)
+            text = _features(self.model.get_text_features(**{k: tokens[k] for k in ("input_ids", "attention_mask")}))
+            scores = torch.nn.functional.normalize(text, dim=-1) @ torch.nn.functional.normalize(torch.cat(images), dim=-1).T
+        self.model.train()
+        order = scores.argsort(dim=1, descending=True).cpu().numpy()
+        groups = np.asarray(self.val.groups)
+        values = []
+        for (_, group), row in zip(queries, order):
+            relevant = list(groups[row] == group)
+            values.append(np.mean([hits_at_k(relevant, k, int((groups == group).sum())) for k in (1, 5, 10)]))
+        return float(np.mean(values))
+
+    def run(self) -> dict[str, Any]:
+        """Train to the end (or early stop), leaving the best model in the output folder."""
+        opts, state = self.options, self.state
+        self.model.train()
+        last_save = time.monotonic()
+        self.reporter.start(self.steps_per_epoch * opts.epochs, state["global_step"])
+        try:
+            while state["epoch"] < opts.epochs and not state["finished"]:
+                losses = []
+                for step, (idx, captions, flips) in enumerate(self._batches(state["epoch"])):
+                    if step < state["step_in_epoch"]:
+                        continue
+                    losses.append(self._step(idx, captions, flips))
+                    state["step_in_epoch"], state["global_step"] = step + 1, state["global_step"] + 1
+                    self.reporter.step(losses[-1], state["epoch"] + 1)
+                    if time.monotonic() - last_save > opts.save_every:
+                        self.save_state()
+                        last_save = time.monotonic()
+                self._end_epoch(float(np.mean(losses)) if losses else float("nan"))
+        except KeyboardInterrupt:
+            self.save_state()
+            raise TrainInterrupted(f"stopped; state saved in {self.state_dir}. Run the same command to resume.") from None
+        return self._finish()
+
+    def _end_epoch(self, loss: float) -> None:
+        state = self.state
+        score = self.validate()
+        state["history"].append({"epoch": state["epoch"] + 1, "loss": loss, "val_score": score})
+        improved = score is None or state["best"] is None or score > state["best"]
+        if improved:
+            state["best"], state["bad_epochs"] = score, 0
+            save_checkpoint_dir(self.model, self.tokenizer, self.base, self.options.output)
+        else:
+            state["bad_epochs"] += 1
+        self.reporter.epoch(state["epoch"] + 1, loss, score, improved)
+        state["epoch"], state["step_in_epoch"] = state["epoch"] + 1, 0
+        if self.options.patience and state["bad_epochs"] >= self.options.patience:
+            self.reporter.message(f"early stop: no better validation score for {state['bad_epochs']} epochs")
+            state["finished"] = True
+        self.save_state()
+
+    def _finish(self) -> dict[str, Any]:
+        """Convert the result once (which also checks it) and drop the bulky resume state."""
+        from .models import load_spec
+
+        spec = load_spec(str(self.options.output), self.options.cache_dir)
+        report = {"output": str(self.options.output), "model_id": spec.model_id,
+                  "base": f"scratch:{self.options.from_scratch}" if self.options.from_scratch else str(self.base),
+                  "train_images": len(self.train.paths), "val_images": len(self.val.paths),
+                  "best_val_score": self.state["best"], "history": self.state["history"],
+                  "options": {k: str(v) for k, v in asdict(self.options).items()}}
+        (self.state_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        self.state_path.unlink(missing_ok=True)
+        if self.options.from_scratch:
+            shutil.rmtree(self.state_dir / "base", ignore_errors=True)
+        return report
+
+
+def train(options: TrainOptions, reporter: Reporter | None = None) -> dict[str, Any]:
+    """Run ``pixsearch train``: returns a report (history, best validation score, model id)."""
+    trainer = Trainer(options, reporter)
+    trainer.prepare()
+    return trainer.run()
