@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import signal
 import sys
 from pathlib import Path
@@ -23,6 +24,8 @@ app = typer.Typer(no_args_is_help=True, add_completion=False,
                   help="Search your pictures by text or by example, with CLIP models and Milvus.")
 console = Console()
 err = Console(stderr=True)
+# pymilvus logs every failed RPC with a traceback; pixsearch reports failures itself, in one line.
+logging.getLogger("pymilvus").setLevel(logging.CRITICAL)
 
 DbOpt = Annotated[Optional[str], typer.Option("--db", help="Milvus URI: a file (Milvus Lite) or http://host:19530. Env: PIXSEARCH_DB.")]
 TokenOpt = Annotated[Optional[str], typer.Option("--token", help="Milvus token for a server. Env: PIXSEARCH_TOKEN.")]
@@ -85,6 +88,7 @@ def index(
     workers: Annotated[Optional[int], typer.Option("--workers", help="Decoding threads (0: auto).")] = None,
     delete: Annotated[bool, typer.Option("--delete/--no-delete", help="Remove images whose files vanished.")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    watch: Annotated[bool, typer.Option("--watch", help="Keep running and sync changes as they happen.")] = False,
 ) -> None:
     """Embed new and changed images and store them in Milvus (re-runs only touch what changed)."""
     from .indexer import Indexer
@@ -101,22 +105,35 @@ def index(
             task = bar.add_task("index", total=None, rate="")
 
             def on_progress(done: int, total: int) -> None:
+                if done == 0:
+                    err.print(f"reading {total} new or changed images", highlight=False)
                 elapsed = bar.tasks[0].elapsed or 1e-9
                 bar.update(task, completed=done, total=total, rate=f"{done / elapsed:6.1f} img/s")
 
             report = indexer.run(paths, delete=delete, progress=on_progress)
+        _print_report(report, as_json)
+        if watch and not report.interrupted:
+            from .watch import watch as watch_folders
+
+            err.print(f"watching {', '.join(map(str, paths))} for changes (Ctrl-C to stop)")
+            watch_folders(indexer, [str(p) for p in paths if p.is_dir()],
+                          on_report=lambda r: _print_report(r, as_json))
+            return
     finally:
         ws.close()
+    if report.interrupted:
+        raise typer.Exit(130)
+
+
+def _print_report(report, as_json: bool) -> None:
     if as_json:
         console.print_json(json.dumps({**{k: v for k, v in vars(report).items() if k != "skipped"},
                                        "skipped": [{"path": p, "reason": r} for p, r in report.skipped],
                                        "images_per_second": report.images_per_second}))
-    else:
-        for path, reason in report.skipped:
-            err.print(f"[yellow]skipped[/] {path}: {reason}", highlight=False, soft_wrap=True)
-        console.print(report.summary(), highlight=False)
-    if report.interrupted:
-        raise typer.Exit(130)
+        return
+    for path, reason in report.skipped:
+        err.print(f"[yellow]skipped[/] {path}: {reason}", highlight=False, soft_wrap=True)
+    console.print(report.summary(), highlight=False)
 
 
 def _print_hits(hits, as_json: bool) -> None:
@@ -183,14 +200,22 @@ def search(
 @friendly_errors
 def stats(
     db: DbOpt = None, token: TokenOpt = None,
+    skipped: Annotated[bool, typer.Option("--skipped", help="List the files that could not be indexed, and why.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
 ) -> None:
     """Show the collections in a database: model, dimension, number of images."""
-    from .store import Store
+    from .store import SkipLog, Store
 
     settings = settings_from(db=db, token=token)
     with Store(settings.db, token=settings.token) as store:
         infos = store.collections()
+        skips = {}
+        for info in infos if skipped else []:
+            store.collection = info.name
+            skips[info.name] = sorted(SkipLog(store).rows().values(), key=lambda r: r["path"])
+    if skipped:
+        _print_skips(skips, as_json)
+        return
     if as_json:
         console.print_json(json.dumps([vars(i) for i in infos]))
         return
@@ -201,6 +226,17 @@ def stats(
     for info in infos:
         table.add_row(info.name, info.model, str(info.dim), str(info.count), info.backend)
     console.print(table)
+
+
+def _print_skips(skips: dict[str, list[dict]], as_json: bool) -> None:
+    if as_json:
+        console.print_json(json.dumps({name: [{k: r[k] for k in ("path", "size", "mtime", "reason")} for r in rows]
+                                       for name, rows in skips.items()}))
+        return
+    for name, rows in skips.items():
+        console.print(f"[bold]{name}[/]: {len(rows)} skipped files (retried when they change)")
+        for row in rows:
+            console.print(f"  {row['path']}: {row['reason']}", highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -263,9 +299,14 @@ app.command("eval")(eval_command)
 app.command("train")(train_command)
 
 
-def main() -> None:  # pragma: no cover - console entry point alias
-    app()
+def main() -> None:
+    """Console entry point: Ctrl-C outside an index run ends quietly with the usual status."""
+    try:
+        app()
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(130)
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(app())
+    main()

@@ -29,12 +29,7 @@ import numpy as np
 
 from .images import IMAGE_SUFFIXES, ImageError, decode_image, read_file
 from .models.base import Embedder
-from .store import Store
-
-
-def image_id(path: str) -> str:
-    """Stable row id of an image path (the Milvus primary key)."""
-    return hashlib.blake2b(path.encode("utf-8", "surrogateescape"), digest_size=8).hexdigest()
+from .store import SkipLog, Store, image_id, is_under
 
 
 def content_hash(data: bytes) -> str:
@@ -67,6 +62,9 @@ class IndexReport:
     unchanged: int = 0
     embedded: int = 0
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    """Files (and folders) that failed in this run, with the reason."""
+    still_skipped: int = 0
+    """Files that failed before and have not changed since (not retried)."""
     seconds: float = 0.0
     interrupted: bool = False
 
@@ -76,7 +74,7 @@ class IndexReport:
 
     def summary(self) -> str:
         text = (f"added {self.added}, updated {self.updated}, moved {self.moved}, removed {self.removed}, "
-                f"unchanged {self.unchanged}, skipped {len(self.skipped)} "
+                f"unchanged {self.unchanged}, skipped {len(self.skipped) + self.still_skipped} "
                 f"in {self.seconds:.1f}s ({self.images_per_second:.1f} images/s embedded)")
         return ("interrupted: " if self.interrupted else "") + text
 
@@ -185,6 +183,10 @@ class _RunState:
     """Indexed rows by path, as they were when the run started."""
     known_hashes: dict[str, str] = field(default_factory=dict)
     """content hash -> id of a row holding that content's vector (grows as batches commit)."""
+    skipped_before: dict[str, dict] = field(default_factory=dict)
+    """The skip log as it was when the run started, by path."""
+    moved_from: set[str] = field(default_factory=set)
+    """Vanished paths whose vector was already reused by a move in this run."""
 
     def count(self, path: str, moved: bool) -> None:
         if path in self.existing:
@@ -206,6 +208,7 @@ class Indexer:
         self.workers = workers or max(2, os.cpu_count() or 2)
         self.max_pixels = max_pixels
         self.max_file_bytes = max_file_bytes
+        self.skips = SkipLog(store)
         self.stop = threading.Event()
         """Set it (e.g. from a SIGINT handler) to finish the current batch and stop."""
 
@@ -234,21 +237,24 @@ class Indexer:
             progress: ProgressCallback | None = None) -> IndexReport:
         started = time.perf_counter()
         scan = scan_sources(sources)
-        state = _RunState(report=IndexReport(skipped=list(scan.problems)))
+        state = _RunState(report=IndexReport(skipped=list(scan.problems)), skipped_before=self.skips.rows())
         for row in self.store.iter_rows(("path", "size", "mtime", "label", "content_hash")):
             state.existing[row["path"]] = row
             state.known_hashes[row["content_hash"]] = row["id"]
         todo = []
         for file in scan.files:
-            row = state.existing.get(file.path)
-            if row and row["size"] == file.size and row["mtime"] == file.mtime and (
-                    not file.label or file.label == row["label"]):
-                state.report.unchanged += 1
-            else:
+            row = state.existing.get(file.path) or state.skipped_before.get(file.path)
+            if not (row and row["size"] == file.size and row["mtime"] == file.mtime):
                 todo.append(file)
+            elif file.path not in state.existing:
+                state.report.still_skipped += 1
+            elif file.label and file.label != row["label"]:
+                todo.append(file)
+            else:
+                state.report.unchanged += 1
         self._process(todo, state, progress)
         if delete and not self.stop.is_set():
-            state.report.removed = self._remove_vanished(scan)
+            state.report.removed = self._remove_vanished(scan, state)
         self.store.flush()
         state.report.interrupted = self.stop.is_set()
         state.report.seconds = time.perf_counter() - started
@@ -260,6 +266,8 @@ class Indexer:
         pending: deque[Future[_Work]] = deque()
         batch: list[_Work] = []
         files = iter(todo)
+        if progress:
+            progress(0, len(todo))
         with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="pixsearch-decode") as pool:
             for file in files:
                 pending.append(pool.submit(self._load, file, state.known_hashes))
@@ -271,10 +279,7 @@ class Indexer:
                 next_file = None if self.stop.is_set() else next(files, None)
                 if next_file is not None:
                     pending.append(pool.submit(self._load, next_file, state.known_hashes))
-                if work.error:
-                    state.report.skipped.append((work.file.path, work.error))
-                else:
-                    batch.append(work)
+                batch.append(work)
                 done += 1
                 if len(batch) >= self.batch_size or not pending or self.stop.is_set():
                     self._commit(batch, state)
@@ -287,9 +292,13 @@ class Indexer:
                     return
 
     def _commit(self, batch: list[_Work], state: "_RunState") -> None:
-        """Embed each new content once, reuse known vectors for the rest, and upsert the batch."""
+        """Embed each new content once, reuse known vectors for the rest, upsert, then update the skip log."""
         if not batch:
             return
+        failed = [w for w in batch if w.error]
+        batch = [w for w in batch if not w.error]
+        for work in failed:
+            state.report.skipped.append((work.file.path, work.error))
         for work in batch:  # content committed by an earlier batch of this run
             if not work.reuse_id and work.digest in state.known_hashes:
                 work.reuse_id = state.known_hashes[work.digest]
@@ -314,10 +323,17 @@ class Indexer:
                 state.report.skipped.append((work.file.path, "content matched a row that was removed; run index again"))
                 continue
             rows.append(self._row(work, donor["vector"], donor["width"], donor["height"], now))
-            state.count(work.file.path, moved=not os.path.exists(donor["path"]))
+            moved = donor["path"] not in state.moved_from and not os.path.exists(donor["path"])
+            if moved:  # a second copy of a moved file counts as added
+                state.moved_from.add(donor["path"])
+            state.count(work.file.path, moved=moved)
         self.store.upsert(rows)
         for row in rows:
             state.known_hashes[row["content_hash"]] = row["id"]
+        self.skips.record([(w.file.path, w.file.size, w.file.mtime, w.error) for w in failed])
+        broken = [image_id(w.file.path) for w in failed if w.file.path in state.existing]
+        state.report.removed += self.store.delete(broken)  # an indexed file that became unreadable
+        self.skips.forget([row["path"] for row in rows if row["path"] in state.skipped_before])
 
     @staticmethod
     def _row(work: _Work, vector: np.ndarray, width: int, height: int, now: float) -> dict:
@@ -326,14 +342,16 @@ class Indexer:
                 "size": file.size, "mtime": file.mtime, "width": int(width), "height": int(height),
                 "content_hash": work.digest, "indexed_at": now}
 
-    def _remove_vanished(self, scan: Scan) -> int:
-        """Delete rows under the scanned roots whose files are gone."""
+    def _remove_vanished(self, scan: Scan, state: "_RunState") -> int:
+        """Delete rows (and skip records) under the scanned roots whose files are gone."""
         scanned_paths = {f.path for f in scan.files}
         gone = []
         for root in scan.roots:
             for row in self.store.iter_under(root, ("path",)):
                 if row["path"] not in scanned_paths:
                     gone.append(row["id"])
+        self.skips.forget([p for p in state.skipped_before if p not in scanned_paths
+                           and any(is_under(p, root) for root in scan.roots)])
         return self.store.delete(gone)
 
     def remove(self, prefix: str) -> int:
@@ -341,5 +359,6 @@ class Indexer:
         path = os.path.abspath(os.path.expanduser(prefix))
         ids = [row["id"] for row in self.store.iter_under(path, ("path",))]
         removed = self.store.delete(ids)
+        self.skips.forget([p for p in self.skips.rows() if is_under(p, path)])
         self.store.flush()
         return removed

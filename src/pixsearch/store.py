@@ -11,6 +11,7 @@ file facts (path, size, mtime, content hash) that incremental indexing compares.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import time
@@ -45,6 +46,11 @@ class IndexPolicy:
     insert_batch: int
     """Rows per insert call. Milvus Lite 2.5 slows sharply above ~1k rows per call."""
     consistency: str = "Strong"
+
+
+def image_id(path: str) -> str:
+    """Stable row id of an image path (the primary key): writing a path twice replaces its row."""
+    return hashlib.blake2b(path.encode("utf-8", "surrogateescape"), digest_size=8).hexdigest()
 
 
 def is_local_uri(uri: str) -> bool:
@@ -137,11 +143,13 @@ class Store:
             if path.parent and not path.parent.exists():
                 raise StoreError(f"cannot create database {uri}: folder {path.parent} does not exist")
             uri = str(path)
+        if is_local_uri(uri):
+            _refuse_if_in_use(Path(uri))
         try:
             return MilvusClient(uri=uri, token=token or "", timeout=timeout)
         except Exception as exc:  # noqa: BLE001 - pymilvus raises many kinds; all mean "cannot connect"
-            hint = ("check that the file's folder is writable and no other program holds it"
-                    if is_local_uri(uri) else "check that Milvus is running there and that --token is right")
+            hint = ("check that the file's folder is writable" if is_local_uri(uri)
+                    else "check that Milvus is running there and that --token is right")
             raise StoreError(f"cannot open Milvus at {uri}: {_short(exc)}; {hint}") from exc
 
     def close(self) -> None:
@@ -264,12 +272,14 @@ class Store:
                                   consistency_level=self.policy.consistency, **kwargs)
         return [_plain(r) for r in rows]
 
-    def iter_rows(self, fields: Sequence[str] = FIELDS, filter: str = "", page: int = 2000) -> Iterator[dict]:
+    def iter_rows(self, fields: Sequence[str] = FIELDS, filter: str = "", page: int = 2000,
+                  collection: str = "") -> Iterator[dict]:
         """Every row matching *filter*, page by page in primary-key order (memory stays flat)."""
         last = ""
         while True:
             condition = f"id > {quote(last)}" + (f" and ({filter})" if filter else "")
-            rows = self._client.query(self.collection, filter=condition, output_fields=list(dict.fromkeys(["id", *fields])),
+            rows = self._client.query(collection or self.collection, filter=condition,
+                                      output_fields=list(dict.fromkeys(["id", *fields])),
                                       limit=page, consistency_level=self.policy.consistency)
             if not rows:
                 return
@@ -309,6 +319,69 @@ class Store:
         return out
 
 
+class SkipLog:
+    """Files that could not be indexed, with the reason, kept in a companion collection.
+
+    A skipped file is retried only when its size or mtime changes, and
+    ``pixsearch stats --skipped`` lists them. (Milvus wants a vector in every
+    collection; this one carries a constant 2-d placeholder.)
+    """
+
+    FIELDS = ("path", "size", "mtime", "reason", "seen_at")
+
+    def __init__(self, store: Store):
+        self.store = store
+        self.name = f"{store.collection}__skipped"
+
+    def _ensure(self) -> None:
+        from pymilvus import DataType, MilvusClient
+
+        client = self.store._client
+        if client.has_collection(self.name):
+            return
+        schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False,
+                                            description=json.dumps({"pixsearch_skipped": 1}))
+        schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=32)
+        schema.add_field("placeholder", DataType.FLOAT_VECTOR, dim=2)
+        schema.add_field("path", DataType.VARCHAR, max_length=MAX_PATH)
+        schema.add_field("size", DataType.INT64)
+        schema.add_field("mtime", DataType.DOUBLE)
+        schema.add_field("reason", DataType.VARCHAR, max_length=1024)
+        schema.add_field("seen_at", DataType.DOUBLE)
+        index = client.prepare_index_params()
+        index.add_index(field_name="placeholder", index_type="FLAT", metric_type="L2")
+        client.create_collection(self.name, schema=schema, index_params=index,
+                                 consistency_level=self.store.policy.consistency)
+
+    def rows(self) -> dict[str, dict[str, Any]]:
+        """Every skipped file, by path."""
+        if not self.store._client.has_collection(self.name):
+            return {}
+        return {row["path"]: row for row in self.store.iter_rows(self.FIELDS, collection=self.name)}
+
+    def record(self, entries: Sequence[tuple[str, int, float, str]]) -> None:
+        """Remember (path, size, mtime, reason) of files that failed."""
+        if not entries:
+            return
+        self._ensure()
+        now = time.time()
+        rows = [{"id": image_id(path), "placeholder": [0.0, 0.0], "path": path[:MAX_PATH], "size": int(size),
+                 "mtime": float(mtime), "reason": reason[:1024], "seen_at": now} for path, size, mtime, reason in entries]
+        step = self.store.policy.insert_batch
+        for start in range(0, len(rows), step):
+            self.store._client.upsert(self.name, rows[start:start + step])
+
+    def forget(self, paths: Iterable[str]) -> None:
+        ids = [image_id(p) for p in paths]
+        if ids and self.store._client.has_collection(self.name):
+            for start in range(0, len(ids), 1000):
+                self.store._client.delete(self.name, ids=ids[start:start + 1000])
+
+    def drop(self) -> None:
+        if self.store._client.has_collection(self.name):
+            self.store._client.drop_collection(self.name)
+
+
 def _plain(row: dict[str, Any]) -> dict[str, Any]:
     """A query row as plain Python values (vectors as float32 arrays)."""
     out = dict(row)
@@ -325,6 +398,39 @@ def _clean_row(row: dict[str, Any]) -> dict[str, Any]:
     vector = row["vector"]
     out["vector"] = vector.tolist() if isinstance(vector, np.ndarray) else list(vector)
     return out
+
+
+def _refuse_if_in_use(db_file: Path) -> None:
+    """Fail clearly when another process has this Milvus Lite file open.
+
+    Milvus Lite serves a file from one process at a time. Letting it find that out
+    itself is worse than an unclear error: its failed attempt deletes the other
+    process's lock file on clean-up. So pixsearch tries the same lock first, unless
+    this process already serves the file (closing a probe fd would drop our own lock).
+    """
+    import fcntl
+
+    try:
+        from milvus_lite.server_manager import server_manager_instance
+    except ImportError:
+        return
+    resolved = db_file.absolute().resolve()
+    servers = getattr(server_manager_instance, "_servers", None)
+    if servers is None or str(resolved) in servers:
+        return
+    lock = resolved.parent / f".{resolved.name}.lock"
+    if not lock.exists():
+        return
+    with lock.open("a") as fh:
+        try:
+            fcntl.lockf(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise StoreError(
+                f"{db_file} is in use by another program (Milvus Lite opens a file in one process at a time). "
+                "Wait for it, search through its `pixsearch serve`, or use a Milvus server "
+                "(--db http://host:19530) for concurrent access."
+            ) from None
+        fcntl.lockf(fh, fcntl.LOCK_UN)
 
 
 def _short(exc: BaseException) -> str:

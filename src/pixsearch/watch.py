@@ -1,0 +1,76 @@
+"""Keep an index in sync while files change (``pixsearch index --watch``).
+
+File-system events are collected and debounced: once nothing has happened for
+``quiet`` seconds, the touched paths are synced in one go -- existing ones are
+indexed (new, modified, or moved here: a move reuses the vector by content hash),
+vanished ones are removed. Bursts (a copy of 1,000 photos) become one batch run.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from typing import Callable
+
+from .indexer import IndexReport, Indexer
+
+
+class _Collector:
+    """Thread-safe set of touched paths with the time of the last event."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._paths: set[str] = set()
+        self.last_event = 0.0
+
+    def add(self, *paths: str) -> None:
+        with self._lock:
+            self._paths.update(p for p in paths if p)
+            self.last_event = time.monotonic()
+
+    def take(self) -> set[str]:
+        with self._lock:
+            paths, self._paths = self._paths, set()
+            return paths
+
+
+def sync_paths(indexer: Indexer, paths: set[str]) -> IndexReport:
+    """Index the touched paths that exist, remove the ones that are gone."""
+    existing = sorted(p for p in paths if os.path.exists(p))
+    gone = sorted(p for p in paths if not os.path.exists(p))
+    report = indexer.run(existing, delete=False) if existing else IndexReport()
+    for path in gone:
+        report.removed += indexer.remove(path)
+    return report
+
+
+def watch(indexer: Indexer, roots: list[str], on_report: Callable[[IndexReport], None],
+          quiet: float = 1.0, stop: threading.Event | None = None) -> None:
+    """Watch *roots* until *stop* is set (or Ctrl-C), syncing after each quiet spell."""
+    from watchdog.events import FileSystemEvent, FileSystemEventHandler
+    from watchdog.observers import Observer
+
+    collector = _Collector()
+
+    class Handler(FileSystemEventHandler):
+        def on_any_event(self, event: FileSystemEvent) -> None:
+            if event.event_type in ("opened", "closed_no_write"):
+                return
+            collector.add(os.fsdecode(event.src_path), os.fsdecode(getattr(event, "dest_path", "") or ""))
+
+    stop = stop or indexer.stop
+    observer = Observer()
+    for root in roots:
+        observer.schedule(Handler(), os.path.abspath(root), recursive=True)
+    observer.start()
+    try:
+        while not stop.wait(0.2):
+            if collector.last_event and time.monotonic() - collector.last_event >= quiet:
+                paths = collector.take()
+                collector.last_event = 0.0
+                if paths:
+                    on_report(sync_paths(indexer, paths))
+    finally:
+        observer.stop()
+        observer.join(timeout=5)

@@ -1,0 +1,343 @@
+"""Incremental sync: random file operations, crashes, awkward inputs, concurrent search, watching."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from pixsearch.images import ImageError, decode_image
+from pixsearch.indexer import Indexer, content_hash
+from pixsearch.models import load_embedder
+from pixsearch.search import Searcher
+from pixsearch.store import SkipLog, Store, collection_name_for, image_id
+
+from .conftest import SAMPLES, run_cli, sample_images
+
+
+@pytest.fixture
+def embedder(tiny_model, cache_dir):
+    model = load_embedder(str(tiny_model), cache_dir)
+    model.calls = []  # rows per embed call, to prove nothing unchanged is embedded twice
+    original = model.embed_prepared
+
+    def counting(crops):
+        model.calls.append(len(crops))
+        return original(crops)
+
+    model.embed_prepared = counting
+    return model
+
+
+@pytest.fixture
+def store(tmp_path, embedder):
+    s = Store(str(tmp_path / "sync.db"), collection=collection_name_for(embedder.model_id))
+    s.ensure_collection(embedder.model_id, embedder.model_id, embedder.dim)
+    yield s
+    s.close()
+
+
+def variant(source: Path, target: Path, shift: int) -> None:
+    """Write a new, distinct JPEG derived from *source* (different content, different hash)."""
+    img = np.roll(cv2.imread(str(source)), shift, axis=1)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    assert cv2.imwrite(str(target), img)
+
+
+def readable_images(root: Path) -> dict[str, str]:
+    """path -> content hash of every file under *root* that decodes as an image."""
+    found = {}
+    for path in root.rglob("*"):
+        if path.is_file():
+            data = path.read_bytes()
+            try:
+                decode_image(data)
+            except ImageError:
+                continue
+            found[str(path)] = content_hash(data)
+    return found
+
+
+def indexed(store: Store) -> dict[str, str]:
+    rows = list(store.iter_rows(("path", "content_hash")))
+    paths = [r["path"] for r in rows]
+    assert len(paths) == len(set(paths)), "a path is indexed twice"
+    assert all(r["id"] == image_id(r["path"]) for r in rows)
+    return {r["path"]: r["content_hash"] for r in rows}
+
+
+def random_operation(rng: random.Random, root: Path, counter: list[int]) -> None:
+    files = sorted(p for p in root.rglob("*.jpg"))
+    op = rng.choice(["add", "add", "modify", "rename", "copy", "delete", "corrupt"]) if files else "add"
+    counter[0] += 1
+    name = f"f{counter[0]}.jpg"
+    if op == "add":
+        variant(rng.choice(sample_images()), root / rng.choice(["", "sub", "sub/deeper"]) / name, counter[0])
+    elif op == "modify":
+        target = rng.choice(files)
+        variant(rng.choice(sample_images()), target, counter[0] + 1000)
+        stat = target.stat()
+        os.utime(target, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+    elif op == "rename":
+        source = rng.choice(files)
+        (root / "moved").mkdir(exist_ok=True)
+        source.rename(root / "moved" / name)
+    elif op == "copy":
+        shutil.copy2(rng.choice(files), root / name)
+    elif op == "delete":
+        rng.choice(files).unlink()
+    else:
+        rng.choice(files).write_bytes(b"garbage, not a picture")
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_random_file_operations_keep_index_exact(seed, tmp_path, store, embedder):
+    rng = random.Random(seed)
+    root = tmp_path / "library"
+    for i, path in enumerate(sample_images()[:6]):
+        variant(path, root / f"start{i}.jpg", i)
+    indexer = Indexer(store, embedder, batch_size=4)
+    counter = [0]
+    for _round in range(5):
+        before = indexed(store)
+        rows_before = {r["path"]: (r["size"], r["mtime"]) for r in store.iter_rows(("path", "size", "mtime"))}
+        embedder.calls.clear()
+        report = indexer.run([root])
+        truth = readable_images(root)
+        assert indexed(store) == truth
+        changed = {h for p, h in truth.items()
+                   if rows_before.get(p) != (os.stat(p).st_size, os.stat(p).st_mtime)}
+        assert sum(embedder.calls) == len(changed - set(before.values())), report.summary()
+        for _ in range(rng.randint(1, 4)):
+            random_operation(rng, root, counter)
+    embedder.calls.clear()
+    indexer.run([root])
+    report = indexer.run([root])  # nothing changed since: nothing read, nothing embedded
+    assert report.added == report.updated == report.moved == report.removed == 0
+    assert sum(embedder.calls[-1:]) == 0 or len(embedder.calls) <= 1
+
+
+def test_rename_and_duplicate_reuse_vectors(tmp_path, store, embedder):
+    root = tmp_path / "lib"
+    shutil.copytree(SAMPLES, root)
+    indexer = Indexer(store, embedder)
+    indexer.run([root])
+    embedder.calls.clear()
+    hat = next(root.glob("hat/*.jpg"))
+    hat.rename(root / "renamed hat.jpg")
+    shutil.copy(root / "renamed hat.jpg", root / "copy of hat.jpg")
+    report = indexer.run([root])
+    assert (report.moved, report.added, report.removed, report.embedded) == (1, 1, 1, 0)
+    assert sum(embedder.calls) == 0
+    assert len(indexed(store)) == 21
+
+
+def test_skipped_files_are_remembered_and_retried_only_when_changed(tmp_path, store, embedder):
+    root = tmp_path / "lib"
+    root.mkdir()
+    shutil.copy(sample_images()[0], root / "good.jpg")
+    (root / "bad.jpg").write_bytes(b"nope")
+    indexer = Indexer(store, embedder)
+    first = indexer.run([root])
+    assert [p for p, _ in first.skipped] == [str(root / "bad.jpg")]
+    assert SkipLog(store).rows()[str(root / "bad.jpg")]["reason"].startswith("not an image")
+    again = indexer.run([root])
+    assert again.skipped == [] and again.still_skipped == 1
+    shutil.copy(sample_images()[1], root / "bad.jpg")  # fixed: now it changes, so it is retried
+    fixed = indexer.run([root])
+    assert fixed.added == 1 and SkipLog(store).rows() == {}
+
+
+def test_several_roots_and_remove(tmp_path, store, embedder):
+    a, b = tmp_path / "a", tmp_path / "b_"
+    shutil.copytree(SAMPLES / "hat", a)
+    shutil.copytree(SAMPLES / "shoes", b)
+    indexer = Indexer(store, embedder)
+    indexer.run([a])
+    indexer.run([b])  # indexing one root never removes the other's images
+    assert len(indexed(store)) == 4
+    assert indexer.remove(str(a)) == 2
+    assert set(indexed(store)) == {str(p) for p in b.iterdir()}
+
+
+def test_awkward_inputs(tmp_path, store, embedder):
+    root = tmp_path / "awkward"
+    shutil.copytree(SAMPLES / "dress", root / "robes d'été 写真")
+    (root / "with space.jpg").write_bytes(sample_images()[5].read_bytes())
+    (root / "loop").symlink_to(root)  # a symlink loop must not hang or crash the walk
+    big = np.zeros((10_000, 10_000, 3), np.uint8)
+    big[::50] = 255
+    cv2.imwrite(str(root / "100mp.jpg"), big, [cv2.IMWRITE_JPEG_QUALITY, 50])
+    (root / "zero.jpg").write_bytes(b"")
+    report = Indexer(store, embedder).run([root])
+    assert report.added == 4, report.summary()
+    reasons = dict(report.skipped)
+    assert "empty file" in reasons[str(root / "zero.jpg")]
+    assert any("symlink loop" in r for r in reasons.values())
+    sizes = {r["path"]: (r["width"], r["height"]) for r in store.iter_rows(("path", "width", "height"))}
+    assert sizes[str(root / "100mp.jpg")] == (10_000, 10_000)
+
+
+def test_permission_denied_files_and_folders_are_skipped(tmp_path, tiny_model):
+    """As root, drop the capabilities that bypass permission bits, so the denial is real."""
+    root = tmp_path / "lib"
+    shutil.copytree(SAMPLES / "hat", root)
+    secret, locked = root / "secret.jpg", root / "locked"
+    shutil.copy(sample_images()[0], secret)
+    shutil.copytree(SAMPLES / "shoes", locked)
+    prefix = []
+    if os.geteuid() == 0:
+        if not shutil.which("setpriv"):
+            pytest.skip("running as root without setpriv: cannot make a permission denial real")
+        prefix = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search", "--"]
+    secret.chmod(0)
+    locked.chmod(0)
+    try:
+        result = subprocess.run([*prefix, sys.executable, "-m", "pixsearch", "index", str(root), "--model",
+                                 str(tiny_model), "--json"], capture_output=True, text=True, timeout=300)
+    finally:
+        secret.chmod(0o644)
+        locked.chmod(0o755)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    reasons = {s["path"]: s["reason"] for s in report["skipped"]}
+    assert report["added"] == 2
+    assert "permission denied" in reasons[str(secret)]
+    assert "cannot list folder" in reasons[str(locked)]
+
+
+def test_search_sees_committed_batches_while_indexing(tmp_path, store, embedder):
+    root = tmp_path / "lib"
+    shutil.copytree(SAMPLES, root)
+    original = embedder.embed_prepared
+
+    def slow(crops):
+        time.sleep(0.3)
+        return original(crops)
+
+    embedder.embed_prepared = slow
+    indexer = Indexer(store, embedder, batch_size=4)
+    thread = threading.Thread(target=indexer.run, args=([root],))
+    thread.start()
+    searcher = Searcher(store, embedder)
+    seen = []
+    while thread.is_alive():
+        seen.append(len(searcher.by_text("a photo", k=100)))
+        time.sleep(0.1)
+    thread.join()
+    seen.append(len(searcher.by_text("a photo", k=100)))
+    assert seen == sorted(seen) and seen[-1] == 20
+    assert any(0 < n < 20 for n in seen), f"no partial state observed: {seen}"
+
+
+def _make_library(root: Path, count: int) -> None:
+    images = sample_images()
+    for i in range(count):
+        variant(images[i % len(images)], root / f"d{i % 7}" / f"img {i:04d}.jpg", i * 3 + 1)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [11, 12, 13])
+def test_kill_9_loses_nothing_and_leaves_no_duplicates(seed, tmp_path, tiny_model):
+    root = tmp_path / "lib"
+    _make_library(root, 150)
+    db = str(tmp_path / "crash.db")
+    args = ["index", str(root), "--model", str(tiny_model), "--db", db, "--batch-size", "8"]
+    process = subprocess.Popen([sys.executable, "-m", "pixsearch", *args], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, env=os.environ.copy())
+    time.sleep(random.Random(seed).uniform(2.5, 5.0))
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    report = json.loads(run_cli(*args, "--json").stdout)
+    assert report["added"] + report["unchanged"] == 150 and report["removed"] == 0
+    again = json.loads(run_cli(*args, "--json").stdout)
+    assert again["unchanged"] == 150 and again["embedded"] == 0
+    stats = json.loads(run_cli("stats", "--db", db, "--json").stdout)
+    assert [s["count"] for s in stats] == [150]
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_after_the_batch_and_next_run_finishes(tmp_path, tiny_model):
+    root = tmp_path / "lib"
+    _make_library(root, 150)
+    db = str(tmp_path / "int.db")
+    args = ["index", str(root), "--model", str(tiny_model), "--db", db, "--batch-size", "8", "--json"]
+    process = subprocess.Popen([sys.executable, "-m", "pixsearch", *args], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, env=os.environ.copy())
+    first_line = process.stderr.readline()  # printed once the run has started reading images
+    assert "reading 150" in first_line, first_line
+    process.send_signal(signal.SIGINT)
+    out, errors = process.communicate(timeout=60)
+    if process.returncode == 0:
+        pytest.skip("the run finished before Ctrl-C arrived")
+    assert process.returncode == 130, errors
+    partial = json.loads(out)
+    assert partial["interrupted"] and "Traceback" not in errors
+    final = json.loads(run_cli(*args).stdout)
+    assert final["unchanged"] == partial["added"] and final["added"] == 150 - partial["added"]
+
+
+@pytest.mark.slow
+def test_watch_mode_follows_changes(tmp_path, tiny_model):
+    root = tmp_path / "lib"
+    shutil.copytree(SAMPLES / "hat", root)
+    db = str(tmp_path / "watch.db")
+    process = subprocess.Popen([sys.executable, "-m", "pixsearch", "index", str(root), "--model", str(tiny_model),
+                                "--db", db, "--watch", "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, env=os.environ.copy())
+    reports = []
+
+    def read_reports():
+        buffer = ""
+        for line in process.stdout:
+            buffer += line
+            if line.startswith("}"):
+                reports.append(json.loads(buffer))
+                buffer = ""
+
+    reader = threading.Thread(target=read_reports, daemon=True)
+    reader.start()
+
+    def wait_for(predicate, timeout=60.0):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if any(predicate(r) for r in reports):
+                return
+            time.sleep(0.2)
+        raise AssertionError(f"no matching report: {reports}")
+
+    try:
+        wait_for(lambda r: r["added"] == 2)
+        time.sleep(1.0)  # the observer is running once the first report is out
+        shutil.copy(sample_images()[0], root / "new.jpg")
+        wait_for(lambda r: r["added"] == 1)
+        next(p for p in root.iterdir() if p.name != "new.jpg").unlink()
+        wait_for(lambda r: r["removed"] == 1)
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=30)
+    stats = json.loads(run_cli("stats", "--db", db, "--json").stdout)
+    assert [s["count"] for s in stats] == [2]
+
+
+def test_changing_the_model_of_a_collection_is_refused(tmp_path, tiny_model, tiny_checkpoint, sample_dir):
+    run_cli("index", str(sample_dir), "--model", str(tiny_model), "--collection", "photos")
+    other = tmp_path / "other-model"
+    shutil.copytree(tiny_model, other)
+    manifest = json.loads((other / "pixsearch.json").read_text())
+    manifest["model_id"] = "another-model"
+    (other / "pixsearch.json").write_text(json.dumps(manifest))
+    result = run_cli("index", str(sample_dir), "--model", str(other), "--collection", "photos", check=False)
+    assert result.returncode == 2 and "never mixes models" in result.stderr
+    assert "Traceback" not in result.stderr
