@@ -13,6 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from pixsearch.api import create_app
+from pixsearch.config import Settings
 from pixsearch.service import Limits
 
 from .serving import SAMPLE_COUNT, build_index, running_server
@@ -244,3 +245,35 @@ def test_page_logic_sorts_by_date_and_explains_empty_results(client, library):
     assert items == [] and "No results" in message and "lower minimum score" in message
     _, message, _ = run_query(service, {"kind": "text", "value": "x" * 2000}, 5, 0.0, ANY, ANY, "relevance")
     assert "query too long" in message
+
+
+@pytest.mark.slow
+def test_server_indexes_and_watches_while_serving(tmp_path, tiny_model):
+    """Milvus Lite allows one process per file: `serve --index --watch` searches while it indexes."""
+    import shutil
+    import time
+    import urllib.request
+
+    from .conftest import SAMPLES, sample_images
+
+    library = tmp_path / "library"
+    shutil.copytree(SAMPLES / "hat", library)
+    settings = Settings(db=str(tmp_path / "live.db"), model=str(tiny_model), cache_dir=str(tmp_path / "cache"))
+
+    def count(url: str) -> int:
+        with urllib.request.urlopen(f"{url}/api/search?q=a+photo&k=50", timeout=10) as response:
+            return len(json.load(response)["results"])
+
+    def wait_for(url: str, expected: int) -> None:
+        deadline = time.monotonic() + 60
+        while count(url) != expected:
+            assert time.monotonic() < deadline, f"never saw {expected} results"
+            time.sleep(0.3)
+
+    with running_server(settings, tmp_path / "live.log", "--index", str(library), "--watch") as url:
+        wait_for(url, 2)
+        time.sleep(1.0)
+        shutil.copy(sample_images()[0], library / "new photo.jpg")
+        wait_for(url, 3)
+        (library / "new photo.jpg").unlink()
+        wait_for(url, 2)

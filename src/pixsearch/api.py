@@ -11,7 +11,7 @@ from __future__ import annotations
 import hmac
 import time
 from contextlib import asynccontextmanager
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Callable, Sequence
 
 from fastapi import Depends, FastAPI, File, Path, Query, Request, UploadFile
 from fastapi.encoders import jsonable_encoder
@@ -24,9 +24,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import __version__
 from .config import Settings
+from .indexer import IndexReport, Indexer
 from .search import QueryError
 from .service import Limits, NotFound, SearchService, hit_json, make_filters
 from .store import Hit, StoreError
+from .watch import BackgroundSync
 
 ID_PARAM = Path(..., description="An image id, as returned in search results (16 hex characters).")
 IMAGE_HEADERS = {"Cache-Control": "private, max-age=3600", "X-Content-Type-Options": "nosniff"}
@@ -219,19 +221,33 @@ def add_api_routes(app: FastAPI, service: SearchService) -> None:
         return FileResponse(service.thumbnail_path(image_id), media_type="image/jpeg", headers=IMAGE_HEADERS)
 
 
-def create_app(settings: Settings, limits: Limits = Limits(), with_ui: bool = True) -> FastAPI:
+def create_app(settings: Settings, limits: Limits = Limits(), with_ui: bool = True,
+               index_paths: Sequence[str] = (), watch: bool = False,
+               on_report: Callable[[IndexReport], None] = lambda report: None) -> FastAPI:
     """The pixsearch server: REST API under /api, docs at /docs, web page at /.
 
     The model and store are opened here, once, and closed when the app shuts down.
+    *index_paths*: folders this process indexes in the background (and, with
+    *watch*, keeps in sync) while it serves searches.
     """
-    service = SearchService.open(settings, limits)
+    service = SearchService.open(settings, limits, create=bool(index_paths))
     service.warm_up()
+    sync = None
+    if index_paths:
+        indexer = Indexer(service.workspace.store, service.workspace.embedder, batch_size=settings.batch_size,
+                          workers=settings.workers, max_pixels=settings.max_pixels,
+                          max_file_bytes=settings.max_file_bytes)
+        sync = BackgroundSync(indexer, [str(p) for p in index_paths], follow=watch, on_report=on_report)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if sync is not None:
+            sync.start()
         try:
             yield
         finally:
+            if sync is not None:
+                sync.stop()
             service.close()
 
     app = FastAPI(title="pixsearch", version=__version__, lifespan=lifespan, redoc_url=None,

@@ -7,6 +7,7 @@ start as fast as before.
 from __future__ import annotations
 
 import ipaddress
+from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
@@ -42,8 +43,16 @@ def serve(
     api_token: Annotated[Optional[str], typer.Option(
         "--api-token", help="Require 'Authorization: Bearer TOKEN' on /api (and TOKEN as the page's password). "
                             "Env: PIXSEARCH_API_TOKEN.")] = None,
+    index: Annotated[Optional[list[Path]], typer.Option(
+        "--index", help="Also index this folder (or CSV) in the background while serving; repeatable.")] = None,
+    watch: Annotated[bool, typer.Option(
+        "--watch", help="With --index: keep the index in sync with file changes while serving.")] = False,
 ) -> None:
-    """Serve a search page and a REST API (docs at /docs) for an indexed collection."""
+    """Serve a search page and a REST API (docs at /docs) for an indexed collection.
+
+    With Milvus Lite only one process can open the database, so to search while
+    indexing, let the server do the indexing: ``pixsearch serve --index DIR --watch``.
+    """
     import uvicorn
 
     from .api import create_app
@@ -53,7 +62,10 @@ def serve(
     if not is_loopback(settings.host) and not settings.api_token:
         err.print(f"[yellow]warning:[/] listening on {settings.host} without --api-token: anyone who can reach "
                   "this machine can search and view your indexed pictures.", highlight=False)
-    app = create_app(settings)
+    if watch and not index:
+        raise typer.BadParameter("--watch needs --index FOLDER")
+    app = create_app(settings, index_paths=[str(p) for p in index or []], watch=watch,
+                     on_report=lambda report: err.print(report.summary(), highlight=False))
     stats = app.state.service.stats()
     url = browser_url(settings.host, settings.port)
     console.print(f"pixsearch: {stats.count:,} images in {stats.collection} (model {stats.model_id})", highlight=False,

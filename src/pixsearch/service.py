@@ -112,8 +112,9 @@ class SearchService:
         self._stats_lock = threading.Lock()
 
     @classmethod
-    def open(cls, settings: Settings, limits: Limits = Limits()) -> "SearchService":
-        return cls(open_workspace(settings), settings, limits)
+    def open(cls, settings: Settings, limits: Limits = Limits(), create: bool = False) -> "SearchService":
+        """*create*: make the collection if missing (a server that indexes folders itself)."""
+        return cls(open_workspace(settings, create=create), settings, limits)
 
     def close(self) -> None:
         self.workspace.close()

@@ -74,3 +74,33 @@ def watch(indexer: Indexer, roots: list[str], on_report: Callable[[IndexReport],
     finally:
         observer.stop()
         observer.join(timeout=5)
+
+
+class BackgroundSync:
+    """Index (and optionally watch) folders in a thread of a running server.
+
+    Milvus Lite serves a database file to one process only, so a server that
+    should stay current while the library changes does the indexing itself:
+    searches in other threads see each batch as soon as it is written.
+    """
+
+    def __init__(self, indexer: Indexer, paths: list[str], follow: bool,
+                 on_report: Callable[[IndexReport], None]):
+        self.indexer = indexer
+        self.paths = paths
+        self.follow = follow
+        self.on_report = on_report
+        self._thread = threading.Thread(target=self._run, name="pixsearch-sync", daemon=True)
+
+    def _run(self) -> None:
+        report = self.indexer.run(self.paths)
+        self.on_report(report)
+        if self.follow and not self.indexer.stop.is_set():
+            watch(self.indexer, [p for p in self.paths if os.path.isdir(p)], self.on_report)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self.indexer.stop.set()
+        self._thread.join(timeout)
