@@ -13,7 +13,7 @@ Every figure is reported next to chance and next to the untrained random model
 (same architecture, same tokenizer, the very initial weights), in the same run.
 Results: a table on stdout, JSON and PNG charts in bench/results/.
 
-    python -m bench.quality [--epochs 5] [--preset bench|tiny|small|CONFIG.json]
+    python -m bench.quality [--epochs 8] [--coco-epochs 60] [--preset bench|tiny|small|CONFIG.json]
 """
 
 from __future__ import annotations
@@ -111,7 +111,8 @@ def _f(value) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--epochs", type=int, default=8, help="clothing epochs")
+    parser.add_argument("--coco-epochs", type=int, default=60, help="coco-mini epochs (191 images: 2 steps each)")
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--preset", default="bench", help="bench (default), tiny, small, or a CONFIG.json")
     parser.add_argument("--skip-coco", action="store_true")
@@ -129,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     RESULTS.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     summary: dict = {"preset": args.preset if args.preset != "bench" else BENCH_PRESET, "epochs": args.epochs,
-                     "lr": args.lr}
+                     "coco_epochs": args.coco_epochs, "lr": args.lr}
     rows: list[list[str]] = []
     with tempfile.TemporaryDirectory(prefix="pixsearch-quality-") as tmp_name:
         tmp = Path(tmp_name)
@@ -142,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         rows += _rows("clothing/test labels", result, ["untrained", "trained"])
         if not args.skip_coco:
             train_jsonl, test_jsonl = _split_captions(coco, tmp)
-            untrained, trained, report = _train_pair(train_jsonl, tmp / "coco", preset, args.epochs * 3, args.lr,
+            untrained, trained, report = _train_pair(train_jsonl, tmp / "coco", preset, args.coco_epochs, args.lr,
                                                      cache, templates)
             held = _evaluate(test_jsonl, [untrained, trained], cache, RESULTS / f"quality-{stamp}-coco-test.png")
             fit = _evaluate(train_jsonl, [untrained, trained], cache, RESULTS / f"quality-{stamp}-coco-train.png")

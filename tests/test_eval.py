@@ -66,7 +66,8 @@ def test_datasets(tmp_path):
     assert chance(folders, (10,))["precision@10"] == pytest.approx(0.1)
     assert load_dataset(SAMPLE_CSV).labels == folders.labels
     jsonl = tmp_path / "c.jsonl"
-    jsonl.write_text('{"image": "x.jpg", "captions": ["a cat", "the cat"]}\n\n{"image": "y.jpg", "captions": "a dog"}\n')
+    jsonl.write_text('{"image": "x.jpg", "captions": ["a cat", "the cat"]}\n\n'
+                     '{"image": "y.jpg", "captions": "a dog"}\n')
     data = read_captions(jsonl)
     assert data.captions[str(tmp_path / "x.jpg")] == ["a cat", "the cat"] and len(data.images) == 2
     jsonl.write_text('{"img": "x.jpg"}\n')

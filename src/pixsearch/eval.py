@@ -403,5 +403,6 @@ def run_eval(source: Path, models: Sequence[str], settings: Settings, db: str | 
     return {"dataset": str(source), "kind": dataset.kind, "images": len(dataset.images),
             "labels": dataset.label_names if dataset.kind == "labels" else None,
             "templates": list(templates) if dataset.kind == "labels" else None,
-            "ks": ks, "chance": chance(dataset, ks), "label_chance": label_chance(dataset), "backend": "milvus-lite (temporary)" if db is None else db,
+            "ks": ks, "chance": chance(dataset, ks), "label_chance": label_chance(dataset),
+            "backend": "milvus-lite (temporary)" if db is None else db,
             "models": results}

@@ -72,12 +72,17 @@ def _legend(img: np.ndarray, names: Sequence[str], chance_label: str) -> None:
         x += width + 50
 
 
+def _where(result: dict) -> str:
+    """The data's last two path parts: enough to tell test/ from train/ without a long path."""
+    return "/".join(Path(result["dataset"]).parts[-2:])
+
+
 def recall_chart(result: dict) -> np.ndarray:
     """Recall@k against k for every model, with the chance line k/N."""
     img = np.full((HEIGHT, WIDTH, 3), 255, np.uint8)
     curves = [m["ann"]["curve"] for m in result["models"]]
     last = max(len(c) for c in curves)
-    axes = _Axes(img, 1, max(2, last), f"text-to-image Recall@k  ({Path(result['dataset']).name})", "recall")
+    axes = _Axes(img, 1, max(2, last), f"text-to-image Recall@k  ({_where(result)})", "recall")
     for k in sorted({1, 5, 10, 20, 30, 40, 50, last}):
         if k <= last:
             _text(img, str(k), axes.x(k), axes.bottom + 18, center=True)
@@ -96,7 +101,7 @@ def label_chart(result: dict) -> np.ndarray:
     img = np.full((HEIGHT, WIDTH, 3), 255, np.uint8)
     k = max(result["ks"])
     labels = result["labels"]
-    axes = _Axes(img, 0, len(labels), f"label-prompt precision@{k}  ({Path(result['dataset']).name})", f"precision@{k}")
+    axes = _Axes(img, 0, len(labels), f"label-prompt precision@{k}  ({_where(result)})", f"precision@{k}")
     models = result["models"]
     group = (axes.right - axes.left) / len(labels)
     bar = max(2, int(group * 0.8 / len(models)))

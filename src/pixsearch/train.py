@@ -322,12 +322,14 @@ class Trainer:
             images = []
             for start in range(0, len(self.val.paths), 128):
                 pixels = self.crops.batch(self.val.paths[start:start + 128], None)
-                images.append(_features(self.model.get_image_features(pixel_values=torch.from_numpy(pixels).to(self.device))))
+                pixels = torch.from_numpy(pixels).to(self.device)
+                images.append(_features(self.model.get_image_features(pixel_values=pixels)))
             queries = sorted({(c, g) for caps, g in zip(self.val.captions, self.val.groups) for c in caps})
             tokens = self.tokenizer([q for q, _ in queries], padding=True, truncation=True, max_length=self.context,
                                     return_tensors="pt").to(self.device)
             text = _features(self.model.get_text_features(**{k: tokens[k] for k in ("input_ids", "attention_mask")}))
-            scores = torch.nn.functional.normalize(text, dim=-1) @ torch.nn.functional.normalize(torch.cat(images), dim=-1).T
+            normalize = torch.nn.functional.normalize
+            scores = normalize(text, dim=-1) @ normalize(torch.cat(images), dim=-1).T
         self.model.train()
         order = scores.argsort(dim=1, descending=True).cpu().numpy()
         groups = np.asarray(self.val.groups)
@@ -358,7 +360,8 @@ class Trainer:
                 self._end_epoch(float(np.mean(losses)) if losses else float("nan"))
         except KeyboardInterrupt:
             self.save_state()
-            raise TrainInterrupted(f"stopped; state saved in {self.state_dir}. Run the same command to resume.") from None
+            raise TrainInterrupted(f"stopped; state saved in {self.state_dir}. "
+                                   "Run the same command to resume.") from None
         return self._finish()
 
     def _end_epoch(self, loss: float) -> None:
