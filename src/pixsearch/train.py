@@ -32,7 +32,6 @@ from .eval import DEFAULT_TEMPLATES, Dataset, hits_at_k, load_dataset, prompts_f
 from .trainkit import CropCache, Reporter, make_optimizer, require_torch, save_checkpoint_dir, split_indices
 
 STATE_DIR = ".pixsearch-train"
-TRAINABLE_TYPES = ("clip", "chinese_clip", "siglip")
 MAX_LOGIT_SCALE = float(np.log(100.0))
 
 
@@ -178,28 +177,16 @@ def resolve_base(options: TrainOptions, state_dir: Path, texts: Sequence[str]) -
 
 def load_model(base: Path, options: TrainOptions):
     """Model, tokenizer, preprocess config and context length of checkpoint *base*, towers frozen as asked."""
-    from transformers import AutoConfig, AutoModel, AutoTokenizer
+    from .models.convert import load_checkpoint
 
-    from .models.spec import preprocess_from_hf
-
-    config = AutoConfig.from_pretrained(base, local_files_only=True)
-    if getattr(config, "model_type", "") not in TRAINABLE_TYPES:
-        raise TrainError(f"{base}: model type {config.model_type!r} cannot be trained; "
-                         f"supported: {', '.join(TRAINABLE_TYPES)}")
-    pre_path = base / "preprocessor_config.json"
-    if not pre_path.is_file():
-        raise TrainError(f"{base} has no preprocessor_config.json: training must use the model's own image size "
-                         "and normalisation")
-    preprocess = preprocess_from_hf(json.loads(pre_path.read_text(encoding="utf-8")))
-    tokenizer = AutoTokenizer.from_pretrained(base, local_files_only=True)
-    model = AutoModel.from_pretrained(base, local_files_only=True)
+    checkpoint = load_checkpoint(base)
+    model = checkpoint.model
     for tower, frozen in (("vision_model", options.freeze_image), ("visual_projection", options.freeze_image),
                           ("text_model", options.freeze_text), ("text_projection", options.freeze_text)):
         module = getattr(model, tower, None)
         if frozen and module is not None:
             module.requires_grad_(False)
-    context = int(getattr(config.text_config, "max_position_embeddings", 77))
-    return model, tokenizer, preprocess, context
+    return model, checkpoint.tokenizer, checkpoint.preprocess, checkpoint.context_length
 
 
 def _features(output):

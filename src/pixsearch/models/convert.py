@@ -13,10 +13,13 @@ import json
 import shutil
 import tempfile
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from ..images import PreprocessConfig
 from .spec import ModelError, ModelSpec, TextSpec, TowerSpec, preprocess_from_hf
 
 SUPPORTED_TYPES = ("clip", "siglip", "chinese_clip")
@@ -146,15 +149,33 @@ def _verify(out_dir, spec, pixels, ids, mask, expected_image, expected_text) -> 
                          "please report this model")
 
 
-def convert_checkpoint(src: Path, out_dir: Path, model_id: str | None = None) -> ModelSpec:
-    """Convert the transformers checkpoint in *src* into a pixsearch model in *out_dir*."""
+@dataclass
+class Checkpoint:
+    """A transformers CLIP-family checkpoint, loaded with what pixsearch needs beside the weights."""
+
+    config: Any
+    model: Any
+    tokenizer: Any
+    preprocess: PreprocessConfig
+
+    @property
+    def context_length(self) -> int:
+        return int(getattr(self.config.text_config, "max_position_embeddings", 77))
+
+
+def load_checkpoint(src: Path) -> Checkpoint:
+    """Load a local CLIP / SigLIP / Chinese-CLIP checkpoint (conversion and training share this).
+
+    Refuses what pixsearch cannot use as it is: other model types, a missing
+    preprocessor config (image size and mean/std are never guessed), a slow tokenizer.
+    """
     _require_torch()
     from transformers import AutoConfig, AutoModel, AutoTokenizer
 
     config = AutoConfig.from_pretrained(src, local_files_only=True)
     model_type = getattr(config, "model_type", "")
     if model_type not in SUPPORTED_TYPES:
-        raise ModelError(f"{src}: model type {model_type!r} cannot be converted yet; "
+        raise ModelError(f"{src}: model type {model_type!r} is not supported; "
                          f"supported: {', '.join(SUPPORTED_TYPES)}")
     pre_path = src / "preprocessor_config.json"
     if not pre_path.is_file():
@@ -164,7 +185,15 @@ def convert_checkpoint(src: Path, out_dir: Path, model_id: str | None = None) ->
     tokenizer = AutoTokenizer.from_pretrained(src, local_files_only=True)
     if not getattr(tokenizer, "is_fast", False):
         raise ModelError(f"{src}: pixsearch needs a fast tokenizer (tokenizer.json) for this model")
-    model = AutoModel.from_pretrained(src, local_files_only=True).eval()
+    model = AutoModel.from_pretrained(src, local_files_only=True)
+    return Checkpoint(config=config, model=model, tokenizer=tokenizer, preprocess=preprocess)
+
+
+def convert_checkpoint(src: Path, out_dir: Path, model_id: str | None = None) -> ModelSpec:
+    """Convert the transformers checkpoint in *src* into a pixsearch model in *out_dir*."""
+    checkpoint = load_checkpoint(src)
+    config, model, tokenizer = checkpoint.config, checkpoint.model.eval(), checkpoint.tokenizer
+    preprocess, model_type = checkpoint.preprocess, config.model_type
     text = text_spec_for(model_type, config, tokenizer)
     dim = int(getattr(config, "projection_dim", 0) or config.text_config.hidden_size)
     spec = ModelSpec(
