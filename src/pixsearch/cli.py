@@ -288,6 +288,11 @@ def convert(
     console.print(f"wrote {output} (model id {spec.model_id}, dim {spec.dim}); use it with --model {output}")
 
 
+from .models.quantize import quantize_command  # noqa: E402 - registered after the core commands
+
+app.command("quantize")(friendly_errors(quantize_command))
+
+
 from .serve import serve  # noqa: E402 - imports cli's options; FastAPI/Gradio load only when it runs
 
 app.command("serve")(serve)
