@@ -40,7 +40,10 @@ def naive_torch(checkpoint: Path, files: Sequence[Path], batch: int = 32) -> Ind
     import torch
     from PIL import Image
     from transformers import CLIPImageProcessor, CLIPModel
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.set_verbosity_error()  # the missing-torchvision notice and progress bars are noise here
+    hf_logging.disable_progress_bar()
     model = CLIPModel.from_pretrained(checkpoint).eval()
     processor = CLIPImageProcessor.from_pretrained(checkpoint)
     vectors = []

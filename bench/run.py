@@ -80,12 +80,13 @@ def query_section(sizes: list[int], n_queries: int, rows: list[Row], results: di
     from pixsearch.models.loader import load_embedder
 
     embedder = load_embedder(str(ensure_onnx("vit-b-32")), Path("."), precision="auto")
-    log(f"text queries at {sizes} vectors (text tower: ViT-B/32 shape, {embedder.variant})")
+    text_file = embedder.spec.variants.get(embedder.variant, {}).get("text", embedder.spec.text.file)
+    log(f"text queries at {sizes} vectors (text tower: ViT-B/32 shape, {text_file})")
     out = query.run_query_bench(sizes, embedder, n_queries=n_queries, log=log)
-    out["text_tower_variant"] = embedder.variant
+    out["text_tower_file"] = text_file
     results["query"] = out
     embed = out["text_embedding"]
-    rows.append(Row("query", f"text embedding alone (ViT-B/32 text tower, {embedder.variant}) p50", embed["p50"], "ms",
+    rows.append(Row("query", f"text embedding alone (ViT-B/32 text tower, {text_file}) p50", embed["p50"], "ms",
                     note=f"p95 {embed['p95']:.1f} ms"))
     for size, r in out["sizes"].items():
         n = f"{int(size):,}"
