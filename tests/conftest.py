@@ -5,10 +5,15 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import itertools
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import pytest
+
+from .milvus_server import TOKEN as SERVER_TOKEN, MilvusServer, launcher_python
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "samples" / "clothing"
@@ -71,3 +76,85 @@ def run_cli(*args: str, check: bool = True, env: dict | None = None, timeout: fl
     if check and result.returncode != 0:
         raise AssertionError(f"pixsearch {' '.join(args)} exited {result.returncode}\n{result.stdout}\n{result.stderr}")
     return result
+
+
+# ----------------------------------------------------------------------------- Milvus backends
+
+
+@pytest.fixture(scope="session")
+def milvus_server():
+    """A real Milvus 2.3 standalone for the whole session (see tests/milvus_server.py), or a skip."""
+    python, why_not = launcher_python()
+    if not python:
+        pytest.skip(why_not)
+    server = MilvusServer(python)
+    try:
+        server.start()
+    except RuntimeError as exc:
+        server.remove_data()
+        pytest.fail(str(exc), pytrace=False)
+    try:
+        yield server
+    finally:
+        server.stop()
+        server.remove_data()
+
+
+@dataclass
+class Backend:
+    """Where a test's Milvus lives: ``uri(name)`` gives a fresh, private database of this kind."""
+
+    kind: str
+    """"lite" (a Milvus Lite file) or "server" (a database of its own on the shared server)."""
+    token: str
+    make_uri: Callable[[str], str]
+    uris: dict[str, str] = field(default_factory=dict)
+
+    def uri(self, name: str = "main") -> str:
+        if name not in self.uris:
+            self.uris[name] = self.make_uri(name)
+        return self.uris[name]
+
+    def store(self, collection: str, name: str = "main", **kwargs):
+        from pixsearch.store import Store
+
+        return Store(self.uri(name), token=self.token, collection=collection, **kwargs)
+
+    def cli_args(self, name: str = "main") -> list[str]:
+        return ["--db", self.uri(name)] + (["--token", self.token] if self.token else [])
+
+
+_database_numbers = itertools.count()
+
+
+@pytest.fixture(params=["lite", pytest.param("server", marks=pytest.mark.server)])
+def backend(request, tmp_path):
+    """Each test runs once on Milvus Lite and once on the real server (skipped without a launcher).
+
+    On the server every ``uri(name)`` is a new Milvus database (``http://host:port/<db>``), so
+    collection names never collide between tests; it is dropped, with its collections, afterwards.
+    """
+    if request.param == "lite":
+        yield Backend("lite", "", lambda name: str(tmp_path / f"{name}.db"))
+        return
+    server = request.getfixturevalue("milvus_server")
+    from pymilvus import MilvusClient
+
+    admin = MilvusClient(uri=server.uri, token=SERVER_TOKEN, timeout=30)
+
+    def new_database(name: str) -> str:
+        database = f"t{next(_database_numbers)}_{name}"
+        admin.create_database(database)
+        return f"{server.uri}/{database}"
+
+    backend = Backend("server", SERVER_TOKEN, new_database)
+    try:
+        yield backend
+    finally:
+        for uri in backend.uris.values():
+            client = MilvusClient(uri=uri, token=SERVER_TOKEN, timeout=30)
+            for collection in client.list_collections():
+                client.drop_collection(collection)
+            client.close()
+            admin.drop_database(uri.rsplit("/", 1)[1])
+        admin.close()

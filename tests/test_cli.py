@@ -9,6 +9,7 @@ import shutil
 import pytest
 
 from .conftest import SAMPLE_CSV, SHARED, run_cli
+from .milvus_server import TOKEN, MilvusServer, launcher_python
 
 
 def index_json(*args: str) -> dict:
@@ -104,3 +105,35 @@ def test_coco_mini_images_index_and_find_themselves(tiny_model, tmp_path):
     for photo in sorted(images.glob("*.jpg"))[:3]:
         hits = search_json("--image", str(photo), "-k", "1", "--db", str(tmp_path / "coco.db"))
         assert hits[0]["path"] == str(photo)
+
+
+def _one_clear_error(result, *needles: str) -> None:
+    assert result.returncode == 2, (result.returncode, result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) <= 3, result.stderr
+    for needle in needles:
+        assert needle in result.stderr, result.stderr
+
+
+@pytest.mark.server
+@pytest.mark.slow
+def test_server_wrong_token_wrong_uri_and_down_are_one_clear_error(sample_dir, tiny_model):
+    """Against a real Milvus server of its own: start it, index, break the connection in each way, stop it, try again."""
+    python, why_not = launcher_python()
+    if not python:
+        pytest.skip(why_not)
+    server = MilvusServer(python)
+    try:
+        with server:
+            db = ["--db", server.uri]
+            index_json(str(sample_dir / "hat"), "--model", str(tiny_model), *db, "--token", TOKEN)
+            _one_clear_error(run_cli("search", "a hat", *db, "--token", "root:wrong", check=False),
+                             "cannot open Milvus", "--token")
+            _one_clear_error(run_cli("search", "a hat", *db, check=False), "cannot open Milvus", "--token")
+            _one_clear_error(run_cli("stats", "--db", server.uri + "/no_such_db", "--token", TOKEN, check=False),
+                             "database not found")
+            assert len(search_json("a hat", *db, "--token", TOKEN)) == 2
+        for args in (["search", "a hat"], ["stats"], ["index", str(sample_dir), "--model", str(tiny_model)]):
+            _one_clear_error(run_cli(*args, *db, "--token", TOKEN, check=False), "cannot open Milvus", server.uri)
+    finally:
+        server.stop()
+        server.remove_data()

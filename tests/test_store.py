@@ -18,8 +18,9 @@ def rows(n: int, dim: int = 8, prefix: str = "/photos", seed: int = 0) -> list[d
 
 
 @pytest.fixture
-def store(tmp_path):
-    s = Store(str(tmp_path / "test.db"), collection=collection_name_for("model-a"))
+def store(backend):
+    """A fresh collection on each backend: Milvus Lite and a real Milvus server."""
+    s = backend.store(collection_name_for("model-a"))
     s.ensure_collection("model-a", "model-a", 8)
     yield s
     s.close()
@@ -35,8 +36,8 @@ def test_upsert_is_idempotent_and_searchable(store):
     assert hits[0].path == "/photos/img 7.jpg" and hits[0].fields["width"] == 640
 
 
-def test_model_mismatch_is_refused(store, tmp_path):
-    other = Store(store.uri, collection=store.collection)
+def test_model_mismatch_is_refused(store, backend):
+    other = backend.store(store.collection)
     with pytest.raises(StoreError, match="never mixes models"):
         other.ensure_collection("model-b", "model-b", 8)
     with pytest.raises(StoreError, match="dim"):

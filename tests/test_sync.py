@@ -41,11 +41,16 @@ def embedder(tiny_model, cache_dir):
 
 
 @pytest.fixture
-def store(tmp_path, embedder):
-    s = Store(str(tmp_path / "sync.db"), collection=collection_name_for(embedder.model_id))
+def store(backend, embedder):
+    """The model's collection on Milvus Lite and on a real Milvus server (see conftest.backend)."""
+    s = backend.store(collection_name_for(embedder.model_id))
     s.ensure_collection(embedder.model_id, embedder.model_id, embedder.dim)
     yield s
     s.close()
+
+
+lite_only = pytest.mark.parametrize("backend", ["lite"], indirect=True)
+"""For tests about files and decoding, where the backend adds nothing but time."""
 
 
 def variant(source: Path, target: Path, shift: int) -> None:
@@ -101,7 +106,9 @@ def random_operation(rng: random.Random, root: Path, counter: list[int]) -> None
         rng.choice(files).write_bytes(b"garbage, not a picture")
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3])
+@pytest.mark.parametrize(("backend", "seed"), [("lite", 1), ("lite", 2), ("lite", 3),
+                                               pytest.param("server", 1, marks=pytest.mark.server)],
+                         indirect=["backend"])
 def test_random_file_operations_keep_index_exact(seed, tmp_path, store, embedder):
     rng = random.Random(seed)
     root = tmp_path / "library"
@@ -171,6 +178,7 @@ def test_several_roots_and_remove(tmp_path, store, embedder):
     assert set(indexed(store)) == {str(p) for p in b.iterdir()}
 
 
+@lite_only
 def test_awkward_inputs(tmp_path, store, embedder):
     root = tmp_path / "awkward"
     shutil.copytree(SAMPLES / "dress", root / "robes d'été 写真")

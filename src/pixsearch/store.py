@@ -46,6 +46,20 @@ class IndexPolicy:
     insert_batch: int
     """Rows per insert call. Milvus Lite 2.5 slows sharply above ~1k rows per call."""
     consistency: str = "Strong"
+    """The collection's level, used for the reads that decide what to write (existing rows, counts)."""
+    search_consistency: str = "Strong"
+    """Level of searches and id lookups: these must be fast, and see this process's own writes."""
+    page: int = 2000
+    """Rows per query page when listing a collection (at most 16384)."""
+    flush: bool = True
+    """Whether to flush at the end of an index run."""
+
+    def search_params_for(self, k: int) -> dict[str, Any]:
+        """Search parameters for a top-*k* search (HNSW wants ef >= k)."""
+        params = dict(self.search_params)
+        if self.index_type == "HNSW":
+            params["ef"] = max(int(params.get("ef", 0)), k)
+        return params
 
 
 def image_id(path: str) -> str:
@@ -64,8 +78,14 @@ def policy_for(uri: str) -> IndexPolicy:
         # Milvus Lite 2.5 (C++ engine): local mode offers FLAT, IVF_FLAT and AUTOINDEX only.
         return IndexPolicy(backend="milvus-lite", index_type="IVF_FLAT", index_params={"nlist": 256},
                            search_params={"nprobe": 32}, insert_batch=1000)
+    # A Milvus server (measured on standalone 2.3.5). A Strong read waits for the next time tick
+    # (~200 ms per call); Session reads this client's own writes at once (~3 ms), and others'
+    # within a time tick: right for searches and id lookups, while the listing that decides what
+    # an index run writes stays Strong, in big pages. A flush costs 0.5-3.5 s per call and is not
+    # needed: acknowledged writes are already durable and searchable; the server seals segments.
     return IndexPolicy(backend="milvus-server", index_type="HNSW", index_params={"M": 16, "efConstruction": 200},
-                       search_params={"ef": 128}, insert_batch=5000)
+                       search_params={"ef": 128}, insert_batch=5000, search_consistency="Session",
+                       page=10000, flush=False)
 
 
 def collection_name_for(model_id: str) -> str:
@@ -78,15 +98,23 @@ def quote(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+LIKE_UNSAFE = "%_\\"
+"""Characters that make a ``like`` prefix over-match (or fail) on some backend."""
+
+
 def path_prefix_filter(prefix: str) -> str:
     """Filter for rows whose path is *prefix* or lies under it -- possibly a few more.
 
-    Milvus' ``like`` treats ``_`` and ``%`` as wildcards and has no escape for them
-    (Milvus Lite 2.5 even crashes on ``\\_``), so the match is a superset when the
-    prefix holds those characters: callers check ``is_under`` on what comes back.
+    ``like`` differs between backends and neither escapes reliably: Milvus Lite 2.5 treats
+    ``_`` and ``%`` as wildcards (and crashes on ``\\_``); Milvus 2.3 takes ``_`` literally
+    but refuses a ``%`` before the end and matches nothing through a backslash. So the
+    pattern stops before the first ``%`` or backslash, and may over-match on ``_``: callers
+    check ``is_under`` on what comes back.
     """
     prefix = prefix.rstrip("/") or "/"
-    return f"path == {quote(prefix)} or path like {quote(prefix.rstrip('/') + '/%')}"
+    pattern = prefix.rstrip("/") + "/"
+    cut = min((i for i in (pattern.find("%"), pattern.find("\\")) if i >= 0), default=len(pattern))
+    return f"path == {quote(prefix)} or path like {quote(pattern[:cut] + '%')}"
 
 
 def is_under(path: str, prefix: str) -> bool:
@@ -122,7 +150,77 @@ def _parse_description(text: str) -> dict[str, Any] | None:
         data = json.loads(text)
     except (TypeError, ValueError):
         return None
-    return data if isinstance(data, dict) and "pixsearch" in data else None
+    if not isinstance(data, dict) or "pixsearch" not in data or not {"model_id", "dim"} <= data.keys():
+        return None
+    return data
+
+
+class _Client:
+    """MilvusClient with a deadline on every call, and its failures as one-line StoreErrors.
+
+    Without a per-call timeout pymilvus retries an unreachable server for minutes.
+    """
+
+    UNTIMED = frozenset({"prepare_index_params", "close"})
+
+    def __init__(self, client: Any, uri: str, timeout: float):
+        self._client, self._uri, self._timeout = client, uri, timeout
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._client, name)
+        if not callable(method) or name in self.UNTIMED:
+            return method
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            kwargs.setdefault("timeout", self._timeout)
+            try:
+                return method(*args, **kwargs)
+            except StoreError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - MilvusException, grpc.RpcError, ...
+                if not _is_milvus_error(exc):
+                    raise
+                raise StoreError(_describe_failure(self._uri, name, exc)) from exc
+
+        return call
+
+
+def _is_milvus_error(exc: BaseException) -> bool:
+    from pymilvus.exceptions import MilvusException
+
+    try:
+        import grpc
+    except ImportError:  # pragma: no cover - pymilvus depends on grpc
+        return isinstance(exc, MilvusException)
+    return isinstance(exc, (MilvusException, grpc.RpcError))
+
+
+def _grpc_code(exc: BaseException) -> str:
+    """The gRPC status name behind a pymilvus error (UNAVAILABLE, UNAUTHENTICATED...), if any."""
+    visited: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in visited:  # pymilvus does `raise e from e`
+        visited.add(id(current))
+        code = getattr(current, "code", None)
+        if callable(code):
+            try:
+                return str(getattr(code(), "name", code()))
+            except Exception:  # noqa: BLE001
+                return ""
+        current = current.__cause__ or current.__context__
+    return ""
+
+
+def _describe_failure(uri: str, operation: str, exc: BaseException) -> str:
+    message = _short(exc)
+    grpc_code = _grpc_code(exc)
+    if grpc_code == "UNAUTHENTICATED" or "auth" in message.lower() and "fail" in message.lower():
+        return f"Milvus at {uri} refused the credentials ({message}); pass the right --token (user:password or API key)"
+    if grpc_code in ("UNAVAILABLE", "DEADLINE_EXCEEDED") or "unavailable" in message or "Retry timeout" in message:
+        return f"lost the connection to Milvus at {uri} during {operation} ({message}); is the server still running?"
+    if "database not found" in message:
+        return f"{uri}: {message}; create that database on the server or fix --db"
+    return f"Milvus at {uri} failed during {operation}: {message}"
 
 
 class Store:
@@ -132,11 +230,18 @@ class Store:
         self.uri = uri
         self.collection = collection
         self.policy = policy_for(uri)
-        self._client = self._connect(uri, token, timeout)
+        self._client = _Client(self._connect(uri, token, timeout), uri, timeout)
+        if not is_local_uri(uri):
+            self._client.list_collections()  # fail now, in one line, on a missing database or a denied user
 
     @staticmethod
     def _connect(uri: str, token: str, timeout: float):
+        import logging
+
         from pymilvus import MilvusClient
+
+        # pymilvus logs a traceback for every failed call; the Store raises a StoreError saying it instead.
+        logging.getLogger("pymilvus.decorators").setLevel(logging.CRITICAL)
 
         if is_local_uri(uri):
             path = Path(uri).expanduser()
@@ -148,9 +253,18 @@ class Store:
         try:
             return MilvusClient(uri=uri, token=token or "", timeout=timeout)
         except Exception as exc:  # noqa: BLE001 - pymilvus raises many kinds; all mean "cannot connect"
-            hint = ("check that the file's folder is writable" if is_local_uri(uri)
-                    else "check that Milvus is running there and that --token is right")
-            raise StoreError(f"cannot open Milvus at {uri}: {_short(exc)}; {hint}") from exc
+            code = _grpc_code(exc)
+            if is_local_uri(uri):
+                hint = "check that the file's folder is writable"
+            elif code == "UNAUTHENTICATED":
+                hint = "the server refused the credentials: pass the right --token (user:password or API key)"
+            elif code == "UNAVAILABLE":
+                hint = "nothing answers as Milvus there: check the address and that the server is running"
+            else:
+                hint = "check that Milvus is running there and that --token is right"
+            cause = exc.__cause__
+            detail = _short(exc) + (f" ({_short_grpc(cause)})" if code and cause is not None else "")
+            raise StoreError(f"cannot open Milvus at {uri}: {detail}; {hint}") from exc
 
     def close(self) -> None:
         try:
@@ -251,7 +365,12 @@ class Store:
         return len(ids)
 
     def flush(self) -> None:
-        """Seal what was written so searches use the index instead of scanning growing rows."""
+        """Seal what was written so searches use the index instead of scanning growing rows.
+
+        Only where the policy says it pays (a server seals segments itself; flushing costs seconds).
+        """
+        if not self.policy.flush:
+            return
         try:
             self._client.flush(self.collection)
         except Exception:  # noqa: BLE001 - some backends flush on their own; not fatal
@@ -263,7 +382,8 @@ class Store:
         if not ids:
             return []
         fields = list(FIELDS) + (["vector"] if with_vectors else [])
-        return [_plain(r) for r in self._client.get(self.collection, ids=list(ids), output_fields=fields)]
+        return [_plain(r) for r in self._client.get(self.collection, ids=list(ids), output_fields=fields,
+                                                     consistency_level=self.policy.search_consistency)]
 
     def query(self, filter: str, with_vectors: bool = False, limit: int | None = None) -> list[dict[str, Any]]:
         fields = list(FIELDS) + (["vector"] if with_vectors else [])
@@ -272,9 +392,10 @@ class Store:
                                   consistency_level=self.policy.consistency, **kwargs)
         return [_plain(r) for r in rows]
 
-    def iter_rows(self, fields: Sequence[str] = FIELDS, filter: str = "", page: int = 2000,
+    def iter_rows(self, fields: Sequence[str] = FIELDS, filter: str = "", page: int = 0,
                   collection: str = "") -> Iterator[dict]:
         """Every row matching *filter*, page by page in primary-key order (memory stays flat)."""
+        page = page or self.policy.page
         last = ""
         while True:
             condition = f"id > {quote(last)}" + (f" and ({filter})" if filter else "")
@@ -301,8 +422,9 @@ class Store:
         vectors = np.asarray(vectors, dtype=np.float32)
         results = self._client.search(
             self.collection, data=vectors.tolist(), limit=k, filter=filter,
-            output_fields=list(output_fields), search_params={"metric_type": "IP", "params": self.policy.search_params},
-            consistency_level=self.policy.consistency,
+            output_fields=list(output_fields),
+            search_params={"metric_type": "IP", "params": self.policy.search_params_for(k)},
+            consistency_level=self.policy.search_consistency,
         )
         out = []
         for hits in results:
@@ -434,5 +556,11 @@ def _refuse_if_in_use(db_file: Path) -> None:
 
 
 def _short(exc: BaseException) -> str:
-    text = str(exc).strip()
+    text = str(getattr(exc, "message", "") or exc).strip()
     return (text.splitlines()[0] if text else type(exc).__name__)[:300]
+
+
+def _short_grpc(exc: BaseException) -> str:
+    details = getattr(exc, "details", None)
+    text = details() if callable(details) else str(exc)
+    return (str(text).strip().splitlines() or [type(exc).__name__])[0][:200]
