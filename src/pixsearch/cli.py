@@ -280,7 +280,7 @@ def convert(
     source: Annotated[Path, typer.Argument(help="A transformers checkpoint folder (CLIP, SigLIP, Chinese-CLIP).")],
     output: Annotated[Path, typer.Argument(help="Folder to write the pixsearch ONNX model into.")],
 ) -> None:
-    """Convert a transformers checkpoint to pixsearch's ONNX layout (needs pixsearch[torch])."""
+    """Convert a transformers checkpoint to pixsearch's ONNX layout (needs the torch extra)."""
     from .models.convert import convert_checkpoint
 
     if output.exists() and any(output.iterdir()):
