@@ -13,7 +13,7 @@ Every figure is reported next to chance and next to the untrained random model
 (same architecture, same tokenizer, the very initial weights), in the same run.
 Results: a table on stdout, JSON and PNG charts in bench/results/.
 
-    python -m bench.quality [--epochs 8] [--coco-epochs 60] [--preset bench|tiny|small|CONFIG.json]
+    python -m bench.quality [--epochs 25] [--coco-epochs 60] [--preset bench|tiny|small|CONFIG.json]
 """
 
 from __future__ import annotations
@@ -111,7 +111,7 @@ def _f(value) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=8, help="clothing epochs")
+    parser.add_argument("--epochs", type=int, default=25, help="clothing epochs")
     parser.add_argument("--coco-epochs", type=int, default=60, help="coco-mini epochs (191 images: 2 steps each)")
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--preset", default="bench", help="bench (default), tiny, small, or a CONFIG.json")
