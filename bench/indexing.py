@@ -21,8 +21,9 @@ import numpy as np
 
 from pixsearch.indexer import Indexer
 from pixsearch.models.onnx import OnnxEmbedder
-from pixsearch.models.spec import read_pixsearch_dir
 from pixsearch.store import Store, collection_name_for
+
+from .models import model_spec
 
 
 @dataclass
@@ -64,7 +65,7 @@ def naive_torch(checkpoint: Path, files: Sequence[Path], batch: int = 32) -> Ind
 def pixsearch_index(model_dir: Path, variant: str, files: Sequence[Path], batch: int = 32, workers: int = 0,
                     threads: int = 0, db_dir: Path | None = None) -> IndexRun:
     """Index *files* into a new Milvus Lite database with pixsearch's Indexer; images/s end to end."""
-    spec = read_pixsearch_dir(model_dir)
+    spec = model_spec(model_dir)
     embedder = OnnxEmbedder(spec, threads=threads, variant=variant)
     embedder.embed_prepared([np.zeros((*spec.preprocess.size, 3), np.uint8)])  # load the session untimed
     with tempfile.TemporaryDirectory(dir=db_dir, prefix="bench-index-") as tmp:

@@ -84,16 +84,23 @@ def ensure_onnx(preset: str) -> Path:
     return target
 
 
-def ensure_int8(preset: str, sample_images: list[Path]) -> dict:
-    """Quantize *preset* once (pixsearch quantize) and return its int8 variant entry."""
-    from pixsearch.models.quantize import quantize_model
+def model_spec(directory: Path):
+    """The ModelSpec of a benchmark model, with the variants `pixsearch quantize` recorded for it."""
     from pixsearch.models.spec import read_pixsearch_dir
+    from pixsearch.models.variants import with_overlay
+
+    return with_overlay(read_pixsearch_dir(directory), cache_root())
+
+
+def ensure_int8(preset: str, sample_images: list[Path]) -> dict:
+    """Quantize *preset* once (pixsearch quantize, overlay in the bench cache) and return its int8 entry."""
+    from pixsearch.models.quantize import quantize_model
 
     directory = ensure_onnx(preset)
-    spec = read_pixsearch_dir(directory)
+    spec = model_spec(directory)
     if "int8" not in spec.variants:
-        quantize_model(directory, sample_images=sample_images)
-        spec = read_pixsearch_dir(directory)
+        quantize_model(spec, cache_root(), sample_images=sample_images)
+        spec = model_spec(directory)
     return spec.variants["int8"]
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from . import compute, indexing, query, sweep
 from .common import COCO, RESULTS, ROOT, SHARED, Row, log, machine_info
-from .models import checkpoint_dir, ensure_int8, ensure_onnx
+from .models import checkpoint_dir, ensure_int8, ensure_onnx, model_spec
 
 MODE = {
     "quick": {"b32_images": None, "b16_images": 64, "query_sizes": [10_000], "queries": 100, "memory_images": 5_000},
@@ -128,7 +128,8 @@ def sweep_section(results: dict) -> None:
     directory = ensure_onnx("vit-b-32")
     files = bench_files(None)
     log("sweep: graph optimisation levels (bare session, batch 32)")
-    levels = sweep.optimisation_levels(directory, ["visual.onnx", "visual.int8.onnx"], log=log)
+    int8_image = model_spec(directory).variants.get("int8", {}).get("image", "visual.onnx")
+    levels = sweep.optimisation_levels(directory, ["visual.onnx", int8_image], log=log)
     log("sweep: threads x workers x batch (Indexer end to end)")
     grid = sweep.pipeline_grid(directory, "int8", files, log=log) + sweep.pipeline_grid(directory, "fp32", files, log=log)
     results["sweep"] = {"optimisation_levels": levels, "pipeline": grid}

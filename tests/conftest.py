@@ -61,6 +61,66 @@ def tiny_model(tiny_checkpoint, cache_dir) -> Path:
     return convert_cached(tiny_checkpoint, cache_dir)
 
 
+def _rename(graph, old: str, new: str) -> None:
+    """Rename value *old* everywhere in an ONNX graph (inputs, outputs, node inputs and outputs)."""
+    for value in list(graph.input) + list(graph.output):
+        if value.name == old:
+            value.name = new
+    for node in graph.node:
+        node.input[:] = [new if name == old else name for name in node.input]
+        node.output[:] = [new if name == old else name for name in node.output]
+
+
+def make_immich_model(tiny_model: Path, target: Path) -> Path:
+    """*tiny_model* laid out as Immich publishes its exports: ``visual/`` and ``textual/`` model.onnx
+    traced for batch 1, inputs ``image`` and int32 ``text`` (no attention mask), output ``embedding``."""
+    import json
+
+    import onnx
+    from onnx import TensorProto, helper
+
+    from pixsearch.models.spec import read_pixsearch_dir
+
+    spec = read_pixsearch_dir(tiny_model)
+    (target / "visual").mkdir(parents=True)
+    (target / "textual").mkdir()
+    visual = onnx.load(str(tiny_model / spec.image.file))
+    _rename(visual.graph, visual.graph.input[0].name, "image")
+    _rename(visual.graph, spec.image.output, "embedding")
+    visual.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 1
+    onnx.save(visual, str(target / "visual" / "model.onnx"))
+
+    textual = onnx.load(str(tiny_model / spec.text.file))
+    graph = textual.graph
+    _rename(graph, spec.text.output, "embedding")
+    ids, mask = (next(i for i in graph.input if i.name == n) for n in ("input_ids", "attention_mask"))
+    graph.input.remove(mask)  # open_clip text towers take token ids only; causal attention ignores the padding
+    graph.input.remove(ids)
+    graph.input.insert(0, helper.make_tensor_value_info("text", TensorProto.INT32, [1, spec.text.context_length]))
+    graph.node.insert(0, helper.make_node("Cast", ["text"], ["input_ids"], to=TensorProto.INT64))
+    graph.node.insert(1, helper.make_node("Shape", ["input_ids"], ["input_ids_shape"]))
+    graph.node.insert(2, helper.make_node("ConstantOfShape", ["input_ids_shape"], ["attention_mask"],
+                                          value=helper.make_tensor("one", TensorProto.INT64, [1], [1])))
+    onnx.checker.check_model(textual)
+    onnx.save(textual, str(target / "textual" / "model.onnx"))
+
+    shutil.copy(tiny_model / spec.text.tokenizer, target / "textual" / "tokenizer.json")
+    (target / "textual" / "tokenizer_config.json").write_text(json.dumps({"pad_token": "<|endoftext|>"}))
+    (target / "config.json").write_text(json.dumps({"embed_dim": spec.dim, "vision_cfg": {"image_size": 32},
+                                                    "text_cfg": {"context_length": spec.text.context_length}}))
+    pre = spec.preprocess
+    (target / "visual" / "preprocess_cfg.json").write_text(json.dumps(
+        {"size": list(pre.size), "mode": "RGB", "mean": list(pre.mean), "std": list(pre.std),
+         "interpolation": "bicubic", "resize_mode": "shortest", "fill_color": 0}))
+    return target
+
+
+@pytest.fixture(scope="session")
+def immich_model(tiny_model, tmp_path_factory) -> Path:
+    """The tiny model in Immich's layout (shared: tests must not write into it)."""
+    return make_immich_model(tiny_model, tmp_path_factory.mktemp("models") / "ViT-tiny__immich")
+
+
 @pytest.fixture
 def sample_dir(tmp_path) -> Path:
     """A private copy of the sample images (tests may add, break or delete files in it)."""

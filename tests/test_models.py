@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 
 import numpy as np
@@ -66,35 +65,16 @@ def test_pixsearch_layout_loads_directly(tiny_model, cache_dir):
     assert embedder.embed_texts([long_query]).shape == (1, 16)
 
 
-def test_immich_layout(tiny_checkpoint, tiny_model, tmp_path, cache_dir):
+def test_immich_layout(immich_model, tiny_model, cache_dir):
     """An export laid out like Immich's (input names image/text, int32 ids, fixed batch 1)."""
-    import onnx
-
-    immich = tmp_path / "ViT-tiny__immich"
-    (immich / "visual").mkdir(parents=True)
-    (immich / "textual").mkdir()
+    assert detect_layout(immich_model) == "immich"
     spec = load_spec(str(tiny_model), cache_dir)
-    visual = onnx.load(str(tiny_model / "visual.onnx"))
-    visual.graph.input[0].name = "image"
-    for node in visual.graph.node:
-        node.input[:] = ["image" if i == "pixel_values" else i for i in node.input]
-    visual.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 1
-    onnx.save(visual, str(immich / "visual" / "model.onnx"))
-    shutil.copy(tiny_model / "textual.onnx", immich / "textual" / "model.onnx")
-    shutil.copy(tiny_model / "tokenizer.json", immich / "textual" / "tokenizer.json")
-    (immich / "textual" / "tokenizer_config.json").write_text(json.dumps({"pad_token": "<|endoftext|>"}))
-    (immich / "config.json").write_text(json.dumps({"embed_dim": 16, "vision_cfg": {"image_size": 32},
-                                                    "text_cfg": {"context_length": 32}}))
-    pre = spec.preprocess
-    (immich / "visual" / "preprocess_cfg.json").write_text(json.dumps(
-        {"size": [32, 32], "mode": "RGB", "mean": list(pre.mean), "std": list(pre.std),
-         "interpolation": "bicubic", "resize_mode": "shortest", "fill_color": 0}))
-    assert detect_layout(immich) == "immich"
-    theirs = load_embedder(str(immich), cache_dir)
-    ours = load_embedder(str(tiny_model), cache_dir)
+    theirs = load_embedder(str(immich_model), cache_dir, precision="fp32")
+    ours = load_embedder(str(tiny_model), cache_dir, precision="fp32")
     images = [load_image(p).rgb for p in sample_images()[:3]]
-    assert theirs.image_tower().fixed_batch == 1
+    assert theirs.image_tower().fixed_batch == 1 and theirs.text_tower().fixed_batch == 1
     assert np.allclose(theirs.embed_images(images), ours.embed_images(images), atol=1e-4)
+    assert np.allclose(theirs.embed_texts(CAPTIONS[:3]), ours.embed_texts(CAPTIONS[:3]), atol=1e-4)
     assert theirs.spec.text.pad_to_context and theirs.spec.text.pad_id == spec.text.pad_id
 
 

@@ -1,7 +1,9 @@
-"""INT8 variants: written into the manifest, verified against fp32, and used by precision=auto only when verified."""
+"""INT8 variants: kept in the cache's variants overlay (never in the model folder), verified against
+fp32, used by precision=auto only when verified, for pixsearch and Immich layouts alike."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -9,17 +11,37 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pixsearch.models import load_embedder
+from pixsearch.images import load_image
+from pixsearch.models import ModelError, load_embedder, load_spec
+from pixsearch.models import quantize as quantize_module
 from pixsearch.models.quantize import MIN_COSINE, quantize_model, sample_images, top_k_overlap
-from pixsearch.models.spec import read_pixsearch_dir
+from pixsearch.models.variants import OVERLAY, overlay_dir
 
-from .conftest import SAMPLES, run_cli
+from .conftest import CAPTIONS, SAMPLES, run_cli
+
+
+@pytest.fixture
+def own_cache(tmp_path, monkeypatch) -> Path:
+    """A private cache: the session cache's overlay would otherwise make every later test run int8."""
+    path = tmp_path / "cache"
+    monkeypatch.setenv("PIXSEARCH_CACHE_DIR", str(path))
+    return path
 
 
 @pytest.fixture
 def model_copy(tiny_model, tmp_path) -> Path:
-    """A private copy: quantizing rewrites the manifest."""
+    """A private copy, for tests that change the model's files."""
     return Path(shutil.copytree(tiny_model, tmp_path / "model"))
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    """Every file under *folder* with a hash of its content."""
+    return {p.relative_to(folder).as_posix(): hashlib.blake2b(p.read_bytes(), digest_size=8).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def quantize(model: Path, cache: Path):
+    return quantize_model(load_spec(str(model), cache), cache, sample_images(SAMPLES, 20), log=lambda _msg: None)
 
 
 def test_top_k_overlap_counts_shared_results():
@@ -29,30 +51,83 @@ def test_top_k_overlap_counts_shared_results():
     assert top_k_overlap(queries, gallery, -queries, gallery) < 1.0
 
 
-def test_quantize_writes_a_checked_variant(model_copy, cache_dir):
-    report = quantize_model(model_copy, sample_images(SAMPLES, 20), log=lambda _msg: None)
-    entry = read_pixsearch_dir(model_copy).variants["int8"]
+def test_quantize_writes_a_checked_variant_into_the_overlay(tiny_model, own_cache):
+    before = snapshot(tiny_model)
+    report = quantize(tiny_model, own_cache)
+    assert snapshot(tiny_model) == before  # the model folder is only read
+    folder = overlay_dir(own_cache, load_spec(str(tiny_model), own_cache).model_id)
+    assert report.overlay == folder / OVERLAY
+    entry = json.loads(report.overlay.read_text())["variants"]["int8"]
     assert entry["verified"] == ("true" if report.verified else "false")
     for tower in (report.image, report.text):
-        assert (model_copy / getattr(tower, "file")).is_file()
-        assert tower.quantized or tower.file in ("visual.onnx", "textual.onnx")
+        assert Path(tower.file).is_file()
+        if tower.quantized:  # stored relative to the overlay folder
+            assert Path(tower.file).parent == folder and entry[tower.tower] == Path(tower.file).name
+        else:  # runs the model's own fp32 file
+            assert tower.tower not in entry and Path(tower.file).parent == tiny_model
     if report.verified:
         assert min(report.image.min_cosine, report.text.min_cosine) >= MIN_COSINE
-    chosen = load_embedder(str(model_copy), cache_dir, precision="auto")
+    chosen = load_embedder(str(tiny_model), own_cache, precision="auto")
     assert chosen.variant == ("int8" if report.verified else "fp32")
-    assert load_embedder(str(model_copy), cache_dir, precision="int8").embed_texts(["a red dress"]).shape[0] == 1
+    assert load_embedder(str(tiny_model), own_cache, precision="int8").embed_texts(["a red dress"]).shape[0] == 1
 
 
-def test_auto_ignores_an_unverified_variant(model_copy, cache_dir):
-    quantize_model(model_copy, sample_images(SAMPLES, 20), log=lambda _msg: None)
+def test_immich_layout_quantizes_into_the_overlay(immich_model, own_cache, monkeypatch):
+    """Immich exports (int32 `text` input, batch fixed at 1) get a variant without touching their folder."""
+    monkeypatch.setattr(quantize_module, "MIN_SPEEDUP", 0.0)  # tiny towers time too noisily to judge speed
+    before = snapshot(immich_model)
+    report = quantize(immich_model, own_cache)
+    assert snapshot(immich_model) == before
+    assert report.verified and report.image.quantized and report.text.quantized
+    assert report.overlay.is_relative_to(own_cache)
+
+    fp32 = load_embedder(str(immich_model), own_cache, precision="fp32")
+    auto = load_embedder(str(immich_model), own_cache, precision="auto")
+    int8 = load_embedder(str(immich_model), own_cache, precision="int8")
+    assert auto.variant == int8.variant == "int8"
+    for tower in ("image", "text"):
+        assert auto._file(tower) == Path(report.image.file if tower == "image" else report.text.file)
+        assert auto._file(tower).parent == report.overlay.parent
+    assert int8.image_tower().fixed_batch == 1 and int8.text_tower().fixed_batch == 1
+    images = [load_image(p).rgb for p in sample_images(SAMPLES, 20)]
+    for embedder in (auto, int8):
+        assert np.sum(embedder.embed_images(images) * fp32.embed_images(images), axis=1).min() >= MIN_COSINE
+        assert np.sum(embedder.embed_texts(CAPTIONS) * fp32.embed_texts(CAPTIONS), axis=1).min() >= MIN_COSINE
+
+
+def test_auto_ignores_an_unverified_variant(tiny_model, own_cache):
+    report = quantize(tiny_model, own_cache)
+    data = json.loads(report.overlay.read_text())
+    data["variants"]["int8"]["verified"] = "false"
+    report.overlay.write_text(json.dumps(data))
+    assert load_embedder(str(tiny_model), own_cache, precision="auto").variant == "fp32"
+    assert load_embedder(str(tiny_model), own_cache, precision="int8").variant == "int8"
+
+
+def test_overlay_of_other_model_files_is_ignored(model_copy, own_cache):
+    quantize(model_copy, own_cache)
+    assert "int8" in load_spec(str(model_copy), own_cache).variants
+    with (model_copy / "visual.onnx").open("ab") as handle:  # same model id, different weights
+        handle.write(b"\0")
+    assert "int8" not in load_spec(str(model_copy), own_cache).variants
+    with pytest.raises(ModelError, match="pixsearch quantize"):
+        load_embedder(str(model_copy), own_cache, precision="int8")
+
+
+def test_manifest_variants_still_load(model_copy, own_cache):
+    """pixsearch.json files written by older versions kept their variant beside the model."""
+    shutil.copy(model_copy / "visual.onnx", model_copy / "visual.int8.onnx")
     manifest = model_copy / "pixsearch.json"
     data = json.loads(manifest.read_text())
-    data["variants"]["int8"]["verified"] = "false"
+    data["variants"] = {"int8": {"image": "visual.int8.onnx", "text": "textual.onnx", "verified": "true"}}
     manifest.write_text(json.dumps(data))
-    assert load_embedder(str(model_copy), cache_dir, precision="auto").variant == "fp32"
+    embedder = load_embedder(str(model_copy), own_cache, precision="auto")
+    assert embedder.variant == "int8" and embedder._file("image") == model_copy / "visual.int8.onnx"
 
 
-def test_quantize_command(model_copy):
-    result = run_cli("quantize", "--model", str(model_copy), "--images", str(SAMPLES), "--limit", "20")
+def test_quantize_command(immich_model, own_cache):
+    result = run_cli("quantize", "--model", str(immich_model), "--images", str(SAMPLES), "--limit", "20")
     assert "top-10 overlap" in result.stdout
-    assert "int8" in json.loads((model_copy / "pixsearch.json").read_text())["variants"]
+    overlay = overlay_dir(own_cache, immich_model.name) / OVERLAY
+    assert str(overlay) in result.stdout.replace("\n", "")
+    assert "int8" in json.loads(overlay.read_text())["variants"]

@@ -15,6 +15,7 @@ from .onnx import OnnxEmbedder
 from .registry import REGISTRY
 from .spec import ModelError, ModelSpec, detect_layout, read_pixsearch_dir
 from .thirdparty import read_immich_dir, read_transformersjs_dir
+from .variants import with_overlay
 
 HUB_PREFIX = "hf-hub:"
 _CONFIG_FILES = ["*.json", "*.txt", "*.model"]
@@ -77,7 +78,11 @@ def resolve_model_dir(name: str, cache_dir: Path) -> tuple[Path, str | None]:
 
 
 def load_spec(name: str, cache_dir: Path) -> ModelSpec:
-    """The ModelSpec of model *name*, converting a transformers checkpoint once if needed."""
+    """The ModelSpec of model *name*, converting a transformers checkpoint once if needed.
+
+    Its ``variants`` include those ``pixsearch quantize`` recorded in the cache's
+    variants overlay for this model id (see variants.py), whatever the layout.
+    """
     directory, model_id = resolve_model_dir(name, cache_dir)
     layout = detect_layout(directory)
     if layout == "transformers":
@@ -89,7 +94,7 @@ def load_spec(name: str, cache_dir: Path) -> ModelSpec:
         spec = read_immich_dir(directory, model_id or directory.name)
     else:
         spec = read_transformersjs_dir(directory, model_id or directory.name)
-    return spec
+    return with_overlay(spec, cache_dir)
 
 
 def load_embedder(name: str, cache_dir: Path | str, threads: int = 0, precision: str = "auto",

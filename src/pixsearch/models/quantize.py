@@ -1,4 +1,4 @@
-"""INT8 variants of a pixsearch model: dynamic quantization, verified against fp32 on real images.
+"""INT8 variants of any model: dynamic quantization, verified against fp32 on real images.
 
 Dynamic INT8 (weights quantized ahead of time, activations per batch at run
 time) needs no calibration set and runs ViT-B towers 2-3x faster on CPUs. Trained
@@ -6,9 +6,13 @@ CLIP weights have outlier channels, so a quantized tower is only trusted after
 it reproduces the fp32 embeddings (cosine >= 0.999 on every sample image and
 query) and the retrieval results (top-10 overlap). Each tower tries a ladder of
 recipes, from fastest to most conservative, and keeps the first that agrees; a
-tower none of them saves stays fp32. The result is written into the model's
-manifest as ``variants["int8"]``, which ``precision=auto`` uses only when its
-``verified`` flag is ``"true"``.
+tower none of them saves stays fp32. The result is recorded as ``variants["int8"]``
+in the variants overlay in pixsearch's cache (``variants.py``), never in the model
+folder, so models of every layout (Immich and transformers.js exports in the Hugging
+Face cache included) can use it; ``precision=auto`` uses it only when its
+``verified`` flag is ``"true"``. Every trial runs through OnnxEmbedder, the code
+that indexes and searches, so input names and types (Immich's int32 ``text``) and
+fixed-batch exports are handled as they are in use.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,12 +31,15 @@ import numpy as np
 import typer
 
 from ..images import IMAGE_SUFFIXES, ImageError, load_image
-from .spec import ModelError, ModelSpec, read_pixsearch_dir
+from .spec import ModelError, ModelSpec
+from .variants import overlay_dir, write_overlay
 
 MIN_COSINE = 0.999
 """Every sample embedding must agree with fp32 at least this well."""
 MIN_TOP10_OVERLAP = 0.9
 """Mean share of the fp32 top-10 (text -> image) that the int8 variant must also return."""
+MIN_SPEEDUP = 1.0
+"""A verified tower that runs no faster than this (x fp32) stays fp32 inside the variant."""
 VARIANT = "int8"
 
 DEFAULT_QUERIES = (
@@ -74,6 +83,7 @@ class TowerResult:
 
     tower: str
     file: str
+    """Absolute path of the file the variant runs: the int8 file in the overlay, or the model's fp32 one."""
     recipe: str
     """Recipe kept, or "fp32" when no recipe agreed."""
     min_cosine: float
@@ -99,10 +109,14 @@ class QuantizeReport:
     images: int
     queries: int
     verified: bool
+    overlay: Path | None = None
+    """The variants.json the variant was recorded in."""
 
-    def variant_entry(self) -> dict[str, str]:
-        """The manifest entry; strings only, as ModelSpec.variants declares."""
-        return {"image": self.image.file, "text": self.text.file, "verified": "true" if self.verified else "false",
+    def variant_entry(self, folder: Path) -> dict[str, str]:
+        """The overlay entry: strings only, as ModelSpec.variants declares; quantized tower files
+        relative to the overlay *folder*, fp32 towers left out (they run the model's own file)."""
+        files = {t.tower: Path(t.file).relative_to(folder).as_posix() for t in (self.image, self.text) if t.quantized}
+        return {**files, "verified": "true" if self.verified else "false",
                 "image_recipe": self.image.recipe, "text_recipe": self.text.recipe,
                 "image_min_cosine": f"{self.image.min_cosine:.5f}", "text_min_cosine": f"{self.text.min_cosine:.5f}",
                 "top10_overlap": f"{self.top10_overlap:.3f}", "image_speedup": f"{self.image.speedup:.2f}",
@@ -165,11 +179,19 @@ def _timed(fn, *args) -> tuple[np.ndarray, float]:
     return out, time.perf_counter() - start
 
 
-def _embedder(spec: ModelSpec, image_file: str, text_file: str, threads: int):
-    """An embedder running the given tower files, through pixsearch's own pre-processing."""
+INT8_FILES = {"image": "image.int8.onnx", "text": "text.int8.onnx"}
+"""Names of the quantized towers in the overlay folder (the same for every layout)."""
+
+
+def _fp32_file(spec: ModelSpec, tower: str) -> Path:
+    return spec.path(spec.image.file if tower == "image" else spec.text.file)
+
+
+def _embedder(spec: ModelSpec, image_file: Path, text_file: Path, threads: int):
+    """An embedder running the given tower files, through the code that indexes and searches."""
     from .onnx import OnnxEmbedder
 
-    trial = dataclasses.replace(spec, variants={"trial": {"image": image_file, "text": text_file}})
+    trial = dataclasses.replace(spec, variants={"trial": {"image": str(image_file), "text": str(text_file)}})
     return OnnxEmbedder(trial, threads=threads, variant="trial")
 
 
@@ -180,47 +202,65 @@ def _runner(embedder, tower: str):
     return lambda texts: np.concatenate([embedder.embed_texts([t]) for t in texts])
 
 
-def _check_tower(spec: ModelSpec, tower: str, crops: list[np.ndarray], queries: Sequence[str], threads: int,
-                 reference: np.ndarray, fp32_seconds: float, log) -> tuple[TowerResult, np.ndarray]:
-    """Walk the recipe ladder for one tower; keep the first recipe that agrees with fp32."""
-    src = spec.path(spec.image.file if tower == "image" else spec.text.file)
-    dst_name = Path(spec.image.file if tower == "image" else spec.text.file).with_suffix(".int8.onnx").as_posix()
+def _check_tower(spec: ModelSpec, tower: str, work: Path, folder: Path, crops: list[np.ndarray],
+                 queries: Sequence[str], threads: int, reference: np.ndarray, fp32_seconds: float,
+                 log) -> tuple[TowerResult, np.ndarray]:
+    """Walk the recipe ladder for one tower in *work*; keep the first recipe that agrees with fp32.
+
+    The kept file is ``work/INT8_FILES[tower]``; the result names where it will live in *folder*.
+    """
+    src = _fp32_file(spec, tower)
+    dst = work / INT8_FILES[tower]
+    kept = dst.with_name(dst.name + ".best")
     tried = []
     best: tuple[TowerResult, np.ndarray] | None = None
     for recipe in RECIPES:
-        quantize_tower(src, spec.path(dst_name), recipe)
-        files = (dst_name, spec.text.file) if tower == "image" else (spec.image.file, dst_name)
+        quantize_tower(src, dst, recipe)
+        files = (dst, _fp32_file(spec, "text")) if tower == "image" else (_fp32_file(spec, "image"), dst)
         embedder = _embedder(spec, *files, threads=threads)
         vectors, seconds = _timed(_runner(embedder, tower), crops if tower == "image" else list(queries))
         cos = _cosines(vectors, reference)
         tried.append(f"{recipe.name}: min cosine {cos.min():.5f}, {fp32_seconds / seconds:.2f}x fp32 speed")
         log(f"  {tower} tower, {recipe.name}: min cosine {cos.min():.5f}, mean {cos.mean():.5f}, "
             f"{fp32_seconds / seconds:.2f}x fp32 speed")
-        result = TowerResult(tower, dst_name, recipe.name, float(cos.min()), float(cos.mean()), fp32_seconds, seconds,
-                             tried)
+        result = TowerResult(tower, str(folder / dst.name), recipe.name, float(cos.min()), float(cos.mean()),
+                             fp32_seconds, seconds, tried)
         if cos.min() >= MIN_COSINE:
-            spec.path(dst_name + ".best").unlink(missing_ok=True)
+            kept.unlink(missing_ok=True)
             return result, vectors
         if best is None or result.min_cosine > best[0].min_cosine:
             best = (result, vectors)
-            spec.path(dst_name).replace(spec.path(dst_name + ".best"))
+            dst.replace(kept)
     assert best is not None
-    spec.path(dst_name + ".best").replace(spec.path(dst_name))
+    kept.replace(dst)
     return best
 
 
 def _fallback(result: TowerResult, spec: ModelSpec, reference: np.ndarray) -> tuple[TowerResult, np.ndarray]:
-    """A tower no recipe saved runs fp32 inside the int8 variant (the int8 file stays for --precision int8)."""
-    file = spec.image.file if result.tower == "image" else spec.text.file
-    return dataclasses.replace(result, file=file, recipe="fp32", min_cosine=1.0, mean_cosine=1.0,
-                               int8_seconds=result.fp32_seconds), reference
+    """A tower no recipe saved (or that gained no speed) runs its fp32 file inside the int8 variant."""
+    return dataclasses.replace(result, file=str(_fp32_file(spec, result.tower)), recipe="fp32", min_cosine=1.0,
+                               mean_cosine=1.0, int8_seconds=result.fp32_seconds), reference
 
 
-def quantize_model(directory: Path, sample_images: Sequence[Path], queries: Sequence[str] = DEFAULT_QUERIES,
-                   threads: int = 0, log=print) -> QuantizeReport:
-    """Quantize both towers of the pixsearch model in *directory*, verify, and record the variant."""
-    spec = read_pixsearch_dir(directory)
-    reference_model = _embedder(spec, spec.image.file, spec.text.file, threads)
+def quantize_model(spec: ModelSpec, cache_dir: Path, sample_images: Sequence[Path],
+                   queries: Sequence[str] = DEFAULT_QUERIES, threads: int = 0, log=print) -> QuantizeReport:
+    """Quantize both towers of the model *spec* (any layout), verify, and record the variant in the
+    overlay under *cache_dir* (``variants.py``); the model folder is only read."""
+    folder = overlay_dir(cache_dir, spec.model_id)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=".quantizing-", dir=folder.parent))
+    try:
+        report = _quantize_in(spec, work, folder, sample_images, queries, threads, log)
+        files = {t.tower: work / INT8_FILES[t.tower] for t in (report.image, report.text) if t.quantized}
+        report.overlay = write_overlay(spec, cache_dir, VARIANT, report.variant_entry(folder), files)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return report
+
+
+def _quantize_in(spec: ModelSpec, work: Path, folder: Path, sample_images: Sequence[Path], queries: Sequence[str],
+                 threads: int, log) -> QuantizeReport:
+    reference_model = _embedder(spec, _fp32_file(spec, "image"), _fp32_file(spec, "text"), threads)
     crops = []
     for path in sample_images:
         try:
@@ -233,20 +273,19 @@ def quantize_model(directory: Path, sample_images: Sequence[Path], queries: Sequ
     log(f"verifying against fp32 on {len(crops)} images and {len(queries)} queries")
     image_ref, image_secs = _timed(_runner(reference_model, "image"), crops)
     text_ref, text_secs = _timed(_runner(reference_model, "text"), queries)
-    image, image_vecs = _check_tower(spec, "image", crops, queries, threads, image_ref, image_secs, log)
-    text, text_vecs = _check_tower(spec, "text", crops, queries, threads, text_ref, text_secs, log)
+    check = dict(work=work, folder=folder, crops=crops, queries=queries, threads=threads, log=log)
+    image, image_vecs = _check_tower(spec, "image", reference=image_ref, fp32_seconds=image_secs, **check)
+    text, text_vecs = _check_tower(spec, "text", reference=text_ref, fp32_seconds=text_secs, **check)
     forced = image.min_cosine < MIN_COSINE and text.min_cosine < MIN_COSINE
     if not forced:  # a failing (or no faster) tower runs fp32 inside the variant; the other one still gains
-        if image.min_cosine < MIN_COSINE or image.speedup < 1.0:
+        if image.min_cosine < MIN_COSINE or image.speedup < MIN_SPEEDUP:
             image, image_vecs = _fallback(image, spec, image_ref)
-        if text.min_cosine < MIN_COSINE or text.speedup < 1.0:
+        if text.min_cosine < MIN_COSINE or text.speedup < MIN_SPEEDUP:
             text, text_vecs = _fallback(text, spec, text_ref)
     overlap = top_k_overlap(text_ref, image_ref, text_vecs, image_vecs)
     verified = (not forced and min(image.min_cosine, text.min_cosine) >= MIN_COSINE and overlap >= MIN_TOP10_OVERLAP)
-    report = QuantizeReport(image=image, text=text, top10_overlap=overlap, images=len(crops), queries=len(queries),
-                            verified=verified)
-    dataclasses.replace(spec, variants={**spec.variants, VARIANT: report.variant_entry()}).write_manifest()
-    return report
+    return QuantizeReport(image=image, text=text, top10_overlap=overlap, images=len(crops), queries=len(queries),
+                          verified=verified)
 
 
 # ----------------------------------------------------------------------------- command
@@ -263,27 +302,29 @@ def _read_queries(path: Path | None) -> list[str]:
 
 
 def quantize_command(
-    model: Annotated[str, typer.Option("--model", "-m", help="A pixsearch model folder (or a name that resolves to one).")],
+    model: Annotated[str, typer.Option("--model", "-m", help="Model name, hf-hub:owner/repo or folder, any layout.")],
     images: Annotated[Path, typer.Option("--images", help="Folder of real photos to verify on (a few dozen of yours).")],
     queries: Annotated[Optional[Path], typer.Option("--queries", help="Text file, one verification query per line.")] = None,
     limit: Annotated[int, typer.Option("--limit", help="At most this many sample images.")] = 64,
     threads: Annotated[int, typer.Option("--threads", help="ONNX Runtime threads (0: auto).")] = 0,
 ) -> None:
-    """Make an INT8 variant of a model; `--precision auto` uses it only if it agrees with fp32."""
+    """Make an INT8 variant of a model; `--precision auto` uses it only if it agrees with fp32.
+
+    The variant goes into pixsearch's cache (never into the model folder), keyed by model id.
+    """
     from ..config import load_settings
     from .loader import load_spec
 
     if not images.is_dir():
         raise ModelError(f"--images {images}: not a folder")
-    spec = load_spec(model, Path(load_settings().cache_dir).expanduser())
-    if not spec.path("pixsearch.json").is_file():
-        raise ModelError(f"{spec.directory} is not in pixsearch's own layout; convert the checkpoint with "
-                         "`pixsearch convert` and quantize the result")
-    report = quantize_model(spec.directory, sample_images(images, limit), _read_queries(queries), threads)
+    cache_dir = Path(load_settings().cache_dir).expanduser()
+    spec = load_spec(model, cache_dir)
+    report = quantize_model(spec, cache_dir, sample_images(images, limit), _read_queries(queries), threads)
     for tower in (report.image, report.text):
         print(f"{tower.tower} tower: {tower.recipe}, min cosine {tower.min_cosine:.5f} (mean {tower.mean_cosine:.5f}), "
               f"{tower.speedup:.2f}x fp32 speed")
     print(f"text->image top-10 overlap with fp32: {report.top10_overlap:.3f}")
+    print(f"recorded in {report.overlay}")
     if report.verified:
         print(f"verified: --precision auto now uses int8 for {spec.model_id}")
     else:

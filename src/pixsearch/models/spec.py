@@ -62,10 +62,16 @@ class ModelSpec:
     preprocess: PreprocessConfig
     directory: Path = field(compare=False, default=Path("."))
     variants: dict[str, dict[str, str]] = field(default_factory=dict, compare=False)
-    """Alternative ONNX files, e.g. {"int8": {"image": "visual.int8.onnx", "text": ...}}."""
+    """Alternative ONNX files, e.g. {"int8": {"image": "/cache/variants/m/image.int8.onnx", "verified": "true"}}.
+
+    Filled from the variants overlay in pixsearch's cache (``variants.py``), so the files
+    usually live outside the model directory and are absolute; relative ones (older
+    ``pixsearch.json`` manifests) are inside it. A tower a variant does not name runs fp32.
+    """
 
     def path(self, relative: str) -> Path:
-        return self.directory / relative
+        """A file of the model: relative to its directory, or an absolute path (overlay variants)."""
+        return self.directory / relative  # an absolute *relative* replaces the directory
 
     def to_manifest(self) -> dict[str, Any]:
         pre = asdict(self.preprocess)
