@@ -61,9 +61,15 @@ def test_path_prefix_filter_is_exact_about_folders(store):
     assert under_b == {f"/a/b/img {i}.jpg" for i in range(3)}
     under_odd = {r["path"] for r in store.iter_under('/a/b_c "quoted"%')}
     assert len(under_odd) == 2
-    # `_` and `%` are wildcards to Milvus: the raw filter over-matches, iter_under does not.
-    wild = {r["path"] for r in store.iter_rows(("path",), filter=path_prefix_filter("/a/b_"))}
-    assert {r["path"] for r in store.iter_under("/a/b_")} == set() and wild >= set()
+    # `_` and `%` would be wildcards to Milvus' like: the range filter takes them literally.
+    assert {r["path"] for r in store.iter_under("/a/b_")} == set()
+    target, lookalike = rows(3, prefix="/c/b_c", seed=3), rows(20, prefix="/c/bXc", seed=4)
+    for i, r in enumerate(target + lookalike):
+        r["id"] = f"y{i:015x}"
+    store.upsert(target + lookalike)
+    # The query is a look-alike folder's image: a like-based filter would return only look-alikes.
+    hits = store.search(lookalike[0]["vector"][None, :], k=3, filter=path_prefix_filter("/c/b_c"))[0]
+    assert sorted(h.path for h in hits) == sorted(r["path"] for r in target)
 
 
 def test_delete_and_get_with_vectors(store):

@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 import pytest
 
-from pixsearch.images import ImageError, decode_image
+from pixsearch.images import ImageError, decode_image, load_image
 from pixsearch.indexer import Indexer, content_hash
 from pixsearch.models import load_embedder
 from pixsearch.search import Searcher
@@ -82,6 +82,18 @@ def indexed(store: Store) -> dict[str, str]:
     return {r["path"]: r["content_hash"] for r in rows}
 
 
+def assert_vectors_are_the_files(store: Store, embedder) -> None:
+    """Every row's vector is the embedding of the file at its path (not of some other content)."""
+    ids = [r["id"] for r in store.iter_rows(("path",))]
+    rows = store.get(ids, with_vectors=True)
+    if not rows:
+        return
+    crops = [embedder.prepare(load_image(Path(r["path"]), min_side=embedder.min_decode_side).rgb) for r in rows]
+    expected = embedder.embed_prepared(crops)
+    cosines = (expected * np.stack([r["vector"] for r in rows])).sum(axis=1)
+    assert cosines.min() > 0.999, [r["path"] for r, c in zip(rows, cosines) if c <= 0.999]
+
+
 def random_operation(rng: random.Random, root: Path, counter: list[int]) -> None:
     files = sorted(p for p in root.rglob("*.jpg"))
     op = rng.choice(["add", "add", "modify", "rename", "copy", "delete", "corrupt"]) if files else "add"
@@ -126,13 +138,14 @@ def test_random_file_operations_keep_index_exact(seed, tmp_path, store, embedder
         changed = {h for p, h in truth.items()
                    if rows_before.get(p) != (os.stat(p).st_size, os.stat(p).st_mtime)}
         assert sum(embedder.calls) == len(changed - set(before.values())), report.summary()
+        assert_vectors_are_the_files(store, embedder)
         for _ in range(rng.randint(1, 4)):
             random_operation(rng, root, counter)
-    embedder.calls.clear()
     indexer.run([root])
+    embedder.calls.clear()
     report = indexer.run([root])  # nothing changed since: nothing read, nothing embedded
     assert report.added == report.updated == report.moved == report.removed == 0
-    assert sum(embedder.calls[-1:]) == 0 or len(embedder.calls) <= 1
+    assert embedder.calls == []
 
 
 def test_rename_and_duplicate_reuse_vectors(tmp_path, store, embedder):
@@ -148,6 +161,48 @@ def test_rename_and_duplicate_reuse_vectors(tmp_path, store, embedder):
     assert (report.moved, report.added, report.removed, report.embedded) == (1, 1, 1, 0)
     assert sum(embedder.calls) == 0
     assert len(indexed(store)) == 21
+
+
+def test_an_edited_file_never_lends_its_new_vector_to_copies_of_its_old_content(tmp_path, store, embedder):
+    root = tmp_path / "lib"
+    root.mkdir()
+    variant(sample_images()[0], root / "a.jpg", 1)
+    indexer = Indexer(store, embedder, batch_size=1)
+    indexer.run([root])
+    shutil.copy(root / "a.jpg", root / "b.jpg")  # b holds a's old content...
+    variant(sample_images()[9], root / "a.jpg", 2)  # ...and a changes
+    os.utime(root / "a.jpg", (1, 1))
+    report = indexer.run([root])
+    assert (report.updated, report.added) == (1, 1), report.summary()
+    assert_vectors_are_the_files(store, embedder)
+
+
+def test_csv_labels_survive_a_folder_run_that_re_embeds(tmp_path, store, embedder):
+    root = tmp_path / "lib"
+    shutil.copytree(SAMPLES / "hat", root)
+    photo = sorted(root.iterdir())[0]
+    listing = tmp_path / "list.csv"
+    listing.write_text(f"id,path,label\n1,{photo},hat\n")
+    indexer = Indexer(store, embedder)
+    indexer.run([listing])
+    variant(sample_images()[3], photo, 5)
+    os.utime(photo, (2, 2))
+    indexer.run([root])
+    labels = {r["path"]: r["label"] for r in store.iter_rows(("path", "label"))}
+    assert labels[str(photo)] == "hat"
+
+
+def test_a_file_that_turns_corrupt_leaves_the_index_and_is_counted(tmp_path, store, embedder):
+    root = tmp_path / "lib"
+    shutil.copytree(SAMPLES / "hat", root)
+    shutil.copytree(SAMPLES / "shoes", root / "shoes")
+    indexer = Indexer(store, embedder)
+    indexer.run([root])
+    files = sorted(root.rglob("*.jpg"))
+    files[0].write_bytes(b"garbage")
+    files[1].unlink()
+    report = indexer.run([root])
+    assert report.removed == 2 and store.count() == 2, report.summary()
 
 
 def test_skipped_files_are_remembered_and_retried_only_when_changed(tmp_path, store, embedder):
@@ -197,13 +252,19 @@ def test_awkward_inputs(tmp_path, store, embedder):
     assert sizes[str(root / "100mp.jpg")] == (10_000, 10_000)
 
 
-def test_permission_denied_files_and_folders_are_skipped(tmp_path, tiny_model):
-    """As root, drop the capabilities that bypass permission bits, so the denial is real."""
+def test_permission_denied_files_and_folders_are_skipped_and_keep_their_rows(tmp_path, tiny_model):
+    """Index, then make a file and a folder unreadable: both are reported, neither is forgotten.
+
+    As root, the re-index runs without the capabilities that bypass permission bits.
+    """
     root = tmp_path / "lib"
     shutil.copytree(SAMPLES / "hat", root)
     secret, locked = root / "secret.jpg", root / "locked"
     shutil.copy(sample_images()[0], secret)
     shutil.copytree(SAMPLES / "shoes", locked)
+    db = str(tmp_path / "perm.db")
+    first = json.loads(run_cli("index", str(root), "--model", str(tiny_model), "--db", db, "--json").stdout)
+    assert first["added"] == 5
     prefix = []
     if os.geteuid() == 0:
         if not shutil.which("setpriv"):
@@ -211,18 +272,21 @@ def test_permission_denied_files_and_folders_are_skipped(tmp_path, tiny_model):
         prefix = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search", "--"]
     secret.chmod(0)
     locked.chmod(0)
+    os.utime(secret, (3, 3))  # changed, so it is read again
     try:
         result = subprocess.run([*prefix, sys.executable, "-m", "pixsearch", "index", str(root), "--model",
-                                 str(tiny_model), "--json"], capture_output=True, text=True, timeout=300)
+                                 str(tiny_model), "--db", db, "--json"], capture_output=True, text=True, timeout=300)
     finally:
         secret.chmod(0o644)
         locked.chmod(0o755)
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     reasons = {s["path"]: s["reason"] for s in report["skipped"]}
-    assert report["added"] == 2
     assert "permission denied" in reasons[str(secret)]
     assert "cannot list folder" in reasons[str(locked)]
+    assert report["removed"] == 0 and report["unchanged"] == 2
+    stats = json.loads(run_cli("stats", "--db", db, "--json").stdout)
+    assert [s["count"] for s in stats] == [5]
 
 
 def test_search_sees_committed_batches_while_indexing(tmp_path, store, embedder):

@@ -33,11 +33,16 @@ _SIGNATURES: tuple[tuple[bytes, str], ...] = (
 
 
 class ImageError(Exception):
-    """A file could not be used as an image. ``reason`` is short and says what is wrong."""
+    """A file could not be used as an image. ``reason`` is short and says what is wrong.
 
-    def __init__(self, reason: str):
+    ``unreadable``: the bytes could not be read at all (permissions, I/O), which says
+    nothing about the image itself -- unlike a corrupt or non-image file.
+    """
+
+    def __init__(self, reason: str, unreadable: bool = False):
         super().__init__(reason)
         self.reason = reason
+        self.unreadable = unreadable
 
 
 @dataclass(frozen=True)
@@ -85,11 +90,11 @@ def read_file(path: Path, max_bytes: int) -> bytes:
             raise ImageError(f"file too large ({size / 2**20:.0f} MiB > max_file_bytes {max_bytes / 2**20:.0f} MiB)")
         return path.read_bytes()
     except PermissionError as exc:
-        raise ImageError("permission denied: check the file's read permission") from exc
+        raise ImageError("permission denied: check the file's read permission", unreadable=True) from exc
     except IsADirectoryError as exc:
         raise ImageError("is a directory") from exc
     except OSError as exc:
-        raise ImageError(f"cannot read file: {exc.strerror or exc}") from exc
+        raise ImageError(f"cannot read file: {exc.strerror or exc}", unreadable=True) from exc
 
 
 # ----------------------------------------------------------------------------- headers

@@ -169,6 +169,8 @@ class _Work:
     height: int = 0
     reuse_id: str = ""
     error: str = ""
+    unreadable: bool = False
+    """The error was reading the file (permissions, I/O), not its content."""
 
 
 ProgressCallback = Callable[[int, int], None]
@@ -185,8 +187,18 @@ class _RunState:
     """content hash -> id of a row holding that content's vector (grows as batches commit)."""
     skipped_before: dict[str, dict] = field(default_factory=dict)
     """The skip log as it was when the run started, by path."""
+    hash_of_id: dict[str, str] = field(default_factory=dict)
+    """Row id -> the content hash that row holds."""
     moved_from: set[str] = field(default_factory=set)
     """Vanished paths whose vector was already reused by a move in this run."""
+
+    def remember(self, row_id: str, digest: str) -> None:
+        """Row *row_id* now holds *digest*; forget what it held before as a donor of vectors."""
+        old = self.hash_of_id.get(row_id)
+        if old and old != digest and self.known_hashes.get(old) == row_id:
+            del self.known_hashes[old]
+        self.hash_of_id[row_id] = digest
+        self.known_hashes[digest] = row_id
 
     def count(self, path: str, moved: bool) -> None:
         if path in self.existing:
@@ -215,21 +227,30 @@ class Indexer:
     # -- decode worker ---------------------------------------------------------
 
     def _load(self, file: SourceFile, known_hashes: dict[str, str]) -> _Work:
+        """Read and hash a file; decode it only if no row holds its content yet."""
         work = _Work(file=file)
         try:
             data = read_file(Path(file.path), self.max_file_bytes)
             work.digest = content_hash(data)
-            if work.digest in known_hashes:
-                work.reuse_id = known_hashes[work.digest]
-                return work
-            image = decode_image(data, min_side=self.embedder.min_decode_side, max_pixels=self.max_pixels)
-            work.crop = self.embedder.prepare(image.rgb)
-            work.width, work.height = image.width, image.height
+            work.reuse_id = known_hashes.get(work.digest, "")
+            if not work.reuse_id:
+                self._decode(work, data)
         except ImageError as exc:
-            work.error = exc.reason
+            work.error, work.unreadable = exc.reason, exc.unreadable
         except Exception as exc:  # noqa: BLE001 - one bad file must never stop the run
             work.error = f"unexpected {type(exc).__name__}: {exc}"
         return work
+
+    def _decode(self, work: _Work, data: bytes) -> None:
+        image = decode_image(data, min_side=self.embedder.min_decode_side, max_pixels=self.max_pixels)
+        work.crop = self.embedder.prepare(image.rgb)
+        work.width, work.height = image.width, image.height
+
+    def _redo_without_reuse(self, work: _Work) -> None:
+        """The donor row no longer holds this content (edited or removed since): embed the file itself."""
+        fresh = self._load(work.file, {})
+        work.digest, work.crop, work.width, work.height = fresh.digest, fresh.crop, fresh.width, fresh.height
+        work.reuse_id, work.error, work.unreadable = "", fresh.error, fresh.unreadable
 
     # -- main loop -------------------------------------------------------------
 
@@ -240,7 +261,7 @@ class Indexer:
         state = _RunState(report=IndexReport(skipped=list(scan.problems)), skipped_before=self.skips.rows())
         for row in self.store.iter_rows(("path", "size", "mtime", "label", "content_hash")):
             state.existing[row["path"]] = row
-            state.known_hashes[row["content_hash"]] = row["id"]
+            state.remember(row["id"], row["content_hash"])
         todo = []
         for file in scan.files:
             row = state.existing.get(file.path) or state.skipped_before.get(file.path)
@@ -254,7 +275,7 @@ class Indexer:
                 state.report.unchanged += 1
         self._process(todo, state, progress)
         if delete and not self.stop.is_set():
-            state.report.removed = self._remove_vanished(scan, state)
+            state.report.removed += self._remove_vanished(scan, state)
         self.store.flush()
         state.report.interrupted = self.stop.is_set()
         state.report.seconds = time.perf_counter() - started
@@ -295,13 +316,19 @@ class Indexer:
         """Embed each new content once, reuse known vectors for the rest, upsert, then update the skip log."""
         if not batch:
             return
+        for work in batch:  # content committed by an earlier batch of this run
+            if not work.error and not work.reuse_id and work.digest in state.known_hashes:
+                work.reuse_id = state.known_hashes[work.digest]
+        donor_ids = sorted({w.reuse_id for w in batch if w.reuse_id})
+        donors = {row["id"]: row for row in self.store.get(donor_ids, with_vectors=True)}
+        for work in batch:
+            donor = donors.get(work.reuse_id)
+            if work.reuse_id and (donor is None or donor["content_hash"] != work.digest):
+                self._redo_without_reuse(work)
         failed = [w for w in batch if w.error]
         batch = [w for w in batch if not w.error]
         for work in failed:
             state.report.skipped.append((work.file.path, work.error))
-        for work in batch:  # content committed by an earlier batch of this run
-            if not work.reuse_id and work.digest in state.known_hashes:
-                work.reuse_id = state.known_hashes[work.digest]
         fresh: dict[str, list[_Work]] = {}
         for work in batch:
             if not work.reuse_id:
@@ -313,45 +340,44 @@ class Indexer:
         rows = []
         for first, vector in zip(firsts, vectors):
             for work in fresh[first.digest]:
-                rows.append(self._row(work, vector, first.width, first.height, now))
+                rows.append(self._row(work, vector, first.width, first.height, now, state))
                 state.count(work.file.path, moved=False)
-        reused = [w for w in batch if w.reuse_id]
-        donors = {row["id"]: row for row in self.store.get(sorted({w.reuse_id for w in reused}), with_vectors=True)}
-        for work in reused:
-            donor = donors.get(work.reuse_id)
-            if donor is None:  # the donor row was removed meanwhile: embed it on the next run
-                state.report.skipped.append((work.file.path, "content matched a row that was removed; run index again"))
-                continue
-            rows.append(self._row(work, donor["vector"], donor["width"], donor["height"], now))
+        for work in (w for w in batch if w.reuse_id):
+            donor = donors[work.reuse_id]
+            rows.append(self._row(work, donor["vector"], donor["width"], donor["height"], now, state))
             moved = donor["path"] not in state.moved_from and not os.path.exists(donor["path"])
             if moved:  # a second copy of a moved file counts as added
                 state.moved_from.add(donor["path"])
             state.count(work.file.path, moved=moved)
         self.store.upsert(rows)
         for row in rows:
-            state.known_hashes[row["content_hash"]] = row["id"]
+            state.remember(row["id"], row["content_hash"])
         self.skips.record([(w.file.path, w.file.size, w.file.mtime, w.error) for w in failed])
-        broken = [image_id(w.file.path) for w in failed if w.file.path in state.existing]
-        state.report.removed += self.store.delete(broken)  # an indexed file that became unreadable
+        # An indexed file whose content went bad leaves the index; one we merely cannot read now stays.
+        broken = [image_id(w.file.path) for w in failed if w.file.path in state.existing and not w.unreadable]
+        state.report.removed += self.store.delete(broken)
         self.skips.forget([row["path"] for row in rows if row["path"] in state.skipped_before])
 
     @staticmethod
-    def _row(work: _Work, vector: np.ndarray, width: int, height: int, now: float) -> dict:
+    def _row(work: _Work, vector: np.ndarray, width: int, height: int, now: float, state: "_RunState") -> dict:
         file = work.file
-        return {"id": image_id(file.path), "vector": vector, "path": file.path, "label": file.label,
+        label = file.label or state.existing.get(file.path, {}).get("label", "")  # a folder run keeps CSV labels
+        return {"id": image_id(file.path), "vector": vector, "path": file.path, "label": label,
                 "size": file.size, "mtime": file.mtime, "width": int(width), "height": int(height),
                 "content_hash": work.digest, "indexed_at": now}
 
     def _remove_vanished(self, scan: Scan, state: "_RunState") -> int:
         """Delete rows (and skip records) under the scanned roots whose files are gone."""
         scanned_paths = {f.path for f in scan.files}
+        unseen = [path for path, _reason in scan.problems]  # could not be listed: absent is not gone
         gone = []
         for root in scan.roots:
             for row in self.store.iter_under(root, ("path",)):
-                if row["path"] not in scanned_paths:
+                if row["path"] not in scanned_paths and not any(is_under(row["path"], p) for p in unseen):
                     gone.append(row["id"])
         self.skips.forget([p for p in state.skipped_before if p not in scanned_paths
-                           and any(is_under(p, root) for root in scan.roots)])
+                           and any(is_under(p, root) for root in scan.roots)
+                           and not any(is_under(p, u) for u in unseen)])
         return self.store.delete(gone)
 
     def remove(self, prefix: str) -> int:

@@ -10,7 +10,7 @@ import numpy as np
 
 from .images import decode_image
 from .models.base import Embedder
-from .store import LIKE_UNSAFE, Hit, Store, is_under, path_prefix_filter, quote
+from .store import Hit, Store, path_prefix_filter, quote
 
 MAX_QUERY_CHARS = 1000
 MAX_K = 1000
@@ -97,12 +97,7 @@ class Searcher:
     def search(self, vector: np.ndarray, k: int = 10, filters: Filters = Filters()) -> list[Hit]:
         if not 1 <= k <= MAX_K:
             raise QueryError(f"k must be between 1 and {MAX_K}")
-        wildcards = any(c in filters.folder for c in LIKE_UNSAFE)
-        limit = min(MAX_K, k * 4) if wildcards else k  # the folder filter over-matches; see path_prefix_filter
-        hits = self.store.search(vector[None, :], k=limit, filter=filters.expression(), min_score=filters.min_score)[0]
-        if filters.folder:
-            hits = [h for h in hits if is_under(h.path, filters.folder)]
-        return hits[:k]
+        return self.store.search(vector[None, :], k=k, filter=filters.expression(), min_score=filters.min_score)[0]
 
     def by_text(self, query: str, k: int = 10, filters: Filters = Filters()) -> list[Hit]:
         return self.search(self.text_vector(query), k, filters)

@@ -102,27 +102,20 @@ def quote(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-LIKE_UNSAFE = "%_\\"
-"""Characters that make a ``like`` prefix over-match (or fail) on some backend."""
-
-
 def path_prefix_filter(prefix: str) -> str:
-    """Filter for rows whose path is *prefix* or lies under it -- possibly a few more.
+    """Filter for exactly the rows whose path is *prefix* or lies under it.
 
-    ``like`` differs between backends and neither escapes reliably: Milvus Lite 2.5 treats
-    ``_`` and ``%`` as wildcards (and crashes on ``\\_``); Milvus 2.3 takes ``_`` literally
-    but refuses a ``%`` before the end and matches nothing through a backslash. So the
-    pattern stops before the first ``%`` or backslash, and may over-match on ``_``: callers
-    check ``is_under`` on what comes back.
+    A string range, not ``like``: ``like`` has no reliable escape on either backend
+    (Milvus Lite 2.5 treats ``_`` and ``%`` as wildcards and crashes on ``\\_``;
+    Milvus 2.3 refuses an inner ``%``). Every path under ``P/`` sorts at or after
+    ``"P/"`` and before ``"P0"``, since ``0`` follows ``/`` in byte order.
     """
-    prefix = prefix.rstrip("/") or "/"
-    pattern = prefix.rstrip("/") + "/"
-    cut = min((i for i in (pattern.find("%"), pattern.find("\\")) if i >= 0), default=len(pattern))
-    return f"path == {quote(prefix)} or path like {quote(pattern[:cut] + '%')}"
+    folder = prefix.rstrip("/")
+    return f"path == {quote(folder or '/')} or (path >= {quote(folder + '/')} and path < {quote(folder + '0')})"
 
 
 def is_under(path: str, prefix: str) -> bool:
-    """Exact version of path_prefix_filter for one path."""
+    """path_prefix_filter for one path, in Python."""
     prefix = prefix.rstrip("/")
     return path == prefix or path.startswith(prefix + "/")
 
@@ -423,9 +416,7 @@ class Store:
 
     def iter_under(self, prefix: str, fields: Sequence[str] = FIELDS) -> Iterator[dict]:
         """Every row whose path is *prefix* or lies under it."""
-        for row in self.iter_rows(tuple(dict.fromkeys(["path", *fields])), filter=path_prefix_filter(prefix)):
-            if is_under(row["path"], prefix):
-                yield row
+        yield from self.iter_rows(tuple(dict.fromkeys(["path", *fields])), filter=path_prefix_filter(prefix))
 
     def search(self, vectors: np.ndarray, k: int, filter: str = "", min_score: float | None = None,
                output_fields: Sequence[str] = FIELDS) -> list[list[Hit]]:
