@@ -14,6 +14,7 @@ from pixsearch.images import (
     PreprocessConfig,
     decode_image,
     exif_orientation,
+    header_size,
     jpeg_size,
     load_image,
     resize_and_crop,
@@ -164,3 +165,48 @@ def test_resize_modes():
     batch = to_model_input([crop, crop], PreprocessConfig(size=(32, 32), mean=(0.5,) * 3, std=(0.5,) * 3))
     assert batch.shape == (2, 3, 32, 32) and batch.dtype == np.float32
     assert np.allclose(batch, 1.0)  # white -> (1 - 0.5) / 0.5
+
+
+def test_jpeg_with_trailing_data_is_read():
+    """Motion photos append a video after the JPEG's end-of-image marker."""
+    data = encode(".jpg", gradient()) + b"\x00\x00\x00\x18ftypmp42" + b"\x01" * 500
+    assert decode_image(data).rgb.shape == (40, 60, 3)
+
+
+@pytest.mark.parametrize("ext", [".png", ".gif", ".bmp", ".webp"])
+def test_header_size_refuses_pixel_bombs_before_decoding(ext):
+    data = encode(ext, np.zeros((300, 500, 3), np.uint8))
+    assert header_size(data) == (500, 300)
+    with pytest.raises(ImageError, match="too large"):
+        decode_image(data, max_pixels=100_000)
+
+
+def test_a_small_png_bomb_does_not_allocate_its_pixels():
+    """In a fresh process, so that the peak-memory reading is this decode's alone."""
+    import subprocess
+    import sys
+
+    script = (
+        "import resource, struct, sys, zlib\n"
+        "from pixsearch.images import ImageError, decode_image\n"
+        "def chunk(kind, body):\n"
+        "    return struct.pack('>I', len(body)) + kind + body + struct.pack('>I', zlib.crc32(kind + body))\n"
+        "side = 4000  # 16-bit RGBA: 128 MB of pixels, written row by row into ~0.1 MB of PNG\n"
+        "packer, row = zlib.compressobj(9), bytes(1 + side * 8)\n"
+        "idat = b''.join(packer.compress(row) for _ in range(side)) + packer.flush()\n"
+        "data = (b'\\x89PNG\\r\\n\\x1a\\n' + chunk(b'IHDR', struct.pack('>IIBBBBB', side, side, 16, 6, 0, 0, 0))\n"
+        "        + chunk(b'IDAT', idat) + chunk(b'IEND', b''))\n"
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "try:\n"
+        "    decode_image(data, max_pixels=int(sys.argv[1]))\n"
+        "except ImageError as exc:\n"
+        "    assert 'too large' in exc.reason\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)\n"
+    )
+    def growth_kib(max_pixels: int) -> int:
+        run = subprocess.run([sys.executable, "-c", script, str(max_pixels)], capture_output=True, text=True,
+                             check=True)
+        return int(run.stdout.strip())
+
+    assert growth_kib(1_000_000) < 40_000
+    assert growth_kib(100_000_000) > 100_000  # the same file, allowed: the measurement does see a decode

@@ -121,7 +121,7 @@ def _tiff_orientation(tiff: bytes) -> int:
 
 
 def _jpeg_segments(data: bytes):
-    """Yield (marker, payload) of JPEG header segments up to the start of scan."""
+    """Yield (marker, payload, end offset) of JPEG header segments up to the start of scan."""
     i = 2
     while i + 4 <= len(data) and data[i] == 0xFF:
         marker = data[i + 1]
@@ -132,7 +132,7 @@ def _jpeg_segments(data: bytes):
             i += 2
             continue
         (length,) = struct.unpack_from(">H", data, i + 2)
-        yield marker, data[i + 4 : i + 2 + length]
+        yield marker, data[i + 4 : i + 2 + length], i + 2 + length
         if marker == 0xDA:
             return
         i += 2 + length
@@ -166,7 +166,7 @@ def exif_orientation(data: bytes) -> int:
     fmt = sniff_format(data)
     try:
         if fmt == "JPEG":
-            for marker, payload in _jpeg_segments(data):
+            for marker, payload, _end in _jpeg_segments(data):
                 if marker == 0xE1 and payload.startswith(b"Exif\x00\x00"):
                     return _tiff_orientation(payload[6:])
             return 1
@@ -186,13 +186,57 @@ def exif_orientation(data: bytes) -> int:
 def jpeg_size(data: bytes) -> tuple[int, int] | None:
     """(width, height) from a JPEG's frame header, without decoding pixels."""
     try:
-        for marker, payload in _jpeg_segments(data):
+        for marker, payload, _end in _jpeg_segments(data):
             if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
                 height, width = struct.unpack_from(">HH", payload, 1)
                 return width, height
     except struct.error:
         return None
     return None
+
+
+def header_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) read from the file header, before any pixel is decoded.
+
+    Lets the pixel limit refuse a decompression bomb (a small PNG that inflates to
+    gigabytes) before OpenCV allocates it. None when the header does not say.
+    """
+    fmt = sniff_format(data)
+    try:
+        if fmt == "JPEG":
+            return jpeg_size(data)
+        if fmt == "PNG" and data[12:16] == b"IHDR":
+            return struct.unpack_from(">II", data, 16)
+        if fmt == "GIF":
+            return struct.unpack_from("<HH", data, 6)
+        if fmt == "BMP":
+            width, height = struct.unpack_from("<ii", data, 18)
+            return abs(width), abs(height)
+        if fmt == "WEBP":
+            chunk = data[12:16]
+            if chunk == b"VP8X":
+                return 1 + int.from_bytes(data[24:27], "little"), 1 + int.from_bytes(data[27:30], "little")
+            if chunk == b"VP8L":
+                bits = int.from_bytes(data[21:25], "little")
+                return 1 + (bits & 0x3FFF), 1 + ((bits >> 14) & 0x3FFF)
+            if chunk == b"VP8 ":
+                width, height = struct.unpack_from("<HH", data, 26)
+                return width & 0x3FFF, height & 0x3FFF
+    except struct.error:
+        return None
+    return None
+
+
+def _jpeg_complete(data: bytes) -> bool:
+    """Whether an end-of-image marker follows the start of scan.
+
+    Not "the file ends with it": motion photos append a video after the JPEG.
+    """
+    try:
+        scan_start = next((end for marker, _payload, end in _jpeg_segments(data) if marker == 0xDA), 0)
+    except struct.error:
+        return False
+    return scan_start > 0 and data.rfind(b"\xff\xd9") >= scan_start
 
 
 def apply_orientation(img: np.ndarray, orientation: int) -> np.ndarray:
@@ -276,15 +320,14 @@ def decode_image(data: bytes, min_side: int | None = None, max_pixels: int = 250
     if fmt is None:
         raise ImageError("not an image (unrecognised format; supported: JPEG, PNG, WebP, BMP, TIFF, GIF)")
     flags = cv2.IMREAD_UNCHANGED
-    full_size: tuple[int, int] | None = None
+    full_size = header_size(data)
+    if full_size is not None and full_size[0] * full_size[1] > max_pixels:
+        raise ImageError(f"image too large ({full_size[0]}x{full_size[1]} > max_pixels {max_pixels})")
     if fmt == "JPEG":
-        if not data.rstrip(b"\x00\r\n ").endswith(b"\xff\xd9"):
+        if not _jpeg_complete(data):
             raise ImageError("truncated JPEG (no end-of-image marker): the file was cut short; re-copy it")
-        full_size = jpeg_size(data)
         if full_size is None:
             raise ImageError("corrupt JPEG (no frame header)")
-        if full_size[0] * full_size[1] > max_pixels:
-            raise ImageError(f"image too large ({full_size[0]}x{full_size[1]} > max_pixels {max_pixels})")
         factor = _jpeg_reduction(*full_size, min_side)
         flags = (_REDUCED_FLAGS[factor] if factor > 1 else cv2.IMREAD_COLOR) | cv2.IMREAD_IGNORE_ORIENTATION
     try:
@@ -293,7 +336,7 @@ def decode_image(data: bytes, min_side: int | None = None, max_pixels: int = 250
         raise ImageError(f"corrupt {fmt} data ({str(exc).strip().splitlines()[-1][:120]})") from exc
     if img is None or img.size == 0:
         raise ImageError(f"corrupt or truncated {fmt} data: OpenCV could not decode it")
-    width, height = full_size or (img.shape[1], img.shape[0])
+    width, height = (full_size if fmt == "JPEG" else None) or (img.shape[1], img.shape[0])
     if width * height > max_pixels:
         raise ImageError(f"image too large ({width}x{height} > max_pixels {max_pixels})")
     orientation = exif_orientation(data)
