@@ -392,6 +392,8 @@ def test_watch_mode_follows_changes(tmp_path, tiny_model):
     try:
         wait_for(lambda r: r["added"] == 2)
         time.sleep(1.0)  # the observer is running once the first report is out
+        (root / "notes.txt").write_text("not a picture, and no reason to list it as skipped")
+        (root / "other.csv").write_text(f"id,path,label\n1,{sample_images()[1]},elsewhere\n")
         shutil.copy(sample_images()[0], root / "new.jpg")
         wait_for(lambda r: r["added"] == 1)
         next(p for p in root.iterdir() if p.name != "new.jpg").unlink()
@@ -400,7 +402,9 @@ def test_watch_mode_follows_changes(tmp_path, tiny_model):
         process.send_signal(signal.SIGINT)
         process.wait(timeout=30)
     stats = json.loads(run_cli("stats", "--db", db, "--json").stdout)
-    assert [s["count"] for s in stats] == [2]
+    assert [s["count"] for s in stats] == [2]  # the CSV's image outside the folder was not indexed
+    skipped = json.loads(run_cli("stats", "--db", db, "--skipped", "--json").stdout)
+    assert all(rows == [] for rows in skipped.values()), skipped
 
 
 def test_changing_the_model_of_a_collection_is_refused(tmp_path, tiny_model, tiny_checkpoint, sample_dir):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -180,7 +181,7 @@ def search(
     ws = open_workspace(settings)
     try:
         searcher = Searcher(ws.store, ws.embedder)
-        filters = Filters(folder=str(Path(folder).expanduser().absolute()) if folder else "", label=label or "",
+        filters = Filters(folder=os.path.abspath(os.path.expanduser(folder)) if folder else "", label=label or "",
                           min_score=min_score)
         if query is not None:
             hits = searcher.by_text(query, k, filters)

@@ -14,6 +14,8 @@ from .store import Hit, Store, path_prefix_filter, quote
 
 MAX_QUERY_CHARS = 1000
 MAX_K = 1000
+QUERY_MAX_PIXELS = 50_000_000
+"""A query image (an upload) may not decode to more than this."""
 
 
 class QueryError(ValueError):
@@ -83,7 +85,7 @@ class Searcher:
         from .images import ImageError
 
         try:
-            image = decode_image(data, min_side=self.embedder.min_decode_side)
+            image = decode_image(data, min_side=self.embedder.min_decode_side, max_pixels=QUERY_MAX_PIXELS)
         except ImageError as exc:
             raise QueryError(f"not a usable image: {exc.reason}") from exc
         return self.embedder.embed_images([image.rgb])[0]

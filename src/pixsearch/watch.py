@@ -8,12 +8,16 @@ vanished ones are removed. Bursts (a copy of 1,000 photos) become one batch run.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
 from typing import Callable
 
+from .images import IMAGE_SUFFIXES
 from .indexer import IndexReport, Indexer
+
+logger = logging.getLogger("pixsearch")
 
 
 class _Collector:
@@ -29,15 +33,23 @@ class _Collector:
             self._paths.update(p for p in paths if p)
             self.last_event = time.monotonic()
 
-    def take(self) -> set[str]:
+    def take_if_quiet(self, quiet: float) -> set[str]:
+        """The touched paths, once nothing has happened for *quiet* seconds (else nothing)."""
         with self._lock:
+            if not self._paths or time.monotonic() - self.last_event < quiet:
+                return set()
             paths, self._paths = self._paths, set()
             return paths
 
 
+def _relevant(path: str) -> bool:
+    """Folders and image files; not sidecars, temporary files, or CSVs saved in a watched folder."""
+    return os.path.isdir(path) or os.path.splitext(path)[1].lower() in IMAGE_SUFFIXES
+
+
 def sync_paths(indexer: Indexer, paths: set[str]) -> IndexReport:
-    """Index the touched paths that exist, remove the ones that are gone."""
-    existing = sorted(p for p in paths if os.path.exists(p))
+    """Index the touched images and folders that exist, remove the ones that are gone."""
+    existing = sorted(p for p in paths if os.path.exists(p) and _relevant(p))
     gone = sorted(p for p in paths if not os.path.exists(p))
     report = indexer.run(existing, delete=False) if existing else IndexReport()
     for path in gone:
@@ -66,11 +78,9 @@ def watch(indexer: Indexer, roots: list[str], on_report: Callable[[IndexReport],
     observer.start()
     try:
         while not stop.wait(0.2):
-            if collector.last_event and time.monotonic() - collector.last_event >= quiet:
-                paths = collector.take()
-                collector.last_event = 0.0
-                if paths:
-                    on_report(sync_paths(indexer, paths))
+            paths = collector.take_if_quiet(quiet)
+            if paths:
+                on_report(sync_paths(indexer, paths))
     finally:
         observer.stop()
         observer.join(timeout=5)
@@ -93,10 +103,13 @@ class BackgroundSync:
         self._thread = threading.Thread(target=self._run, name="pixsearch-sync", daemon=True)
 
     def _run(self) -> None:
-        report = self.indexer.run(self.paths)
-        self.on_report(report)
-        if self.follow and not self.indexer.stop.is_set():
-            watch(self.indexer, [p for p in self.paths if os.path.isdir(p)], self.on_report)
+        try:
+            report = self.indexer.run(self.paths)
+            self.on_report(report)
+            if self.follow and not self.indexer.stop.is_set():
+                watch(self.indexer, [p for p in self.paths if os.path.isdir(p)], self.on_report)
+        except Exception:  # noqa: BLE001 - a background thread must say why it stopped
+            logger.exception("background indexing of %s stopped", ", ".join(self.paths))
 
     def start(self) -> None:
         self._thread.start()
