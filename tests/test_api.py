@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import http.client
 import json
+import logging
 import os
+import threading
 import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -120,6 +122,33 @@ def test_bad_uploads_are_refused_with_a_reason(client):
     assert client.post("/api/search/image").status_code == 422
 
 
+BOUNDARY = "pixsearch-test-boundary"
+
+
+def multipart_chunks(size: int, chunk: int = 64 * 1024):
+    """A multipart upload of *size* bytes, in pieces: sent without Content-Length (chunked)."""
+    yield (f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="big.jpg"\r\n'
+           "Content-Type: image/jpeg\r\n\r\n").encode()
+    for start in range(0, size, chunk):
+        yield b"\xff" * min(chunk, size - start)
+    yield f"\r\n--{BOUNDARY}--\r\n".encode()
+
+
+def test_oversized_uploads_are_413_with_or_without_content_length(client):
+    headers = {"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"}
+    declared = client.post("/api/search/image", content=b"".join(multipart_chunks(400 * 1024)), headers=headers)
+    assert "content-length" in declared.request.headers
+    streamed = client.post("/api/search/image", content=multipart_chunks(400 * 1024), headers=headers)
+    assert "content-length" not in streamed.request.headers
+    assert streamed.request.headers["transfer-encoding"] == "chunked"
+    for response in (declared, streamed):
+        assert response.status_code == 413, response.text
+        assert "uploads are limited to" in response.json()["detail"]
+    # Under the limit, a chunked upload is parsed as usual (and refused for not being an image).
+    small = client.post("/api/search/image", content=multipart_chunks(1024), headers=headers)
+    assert small.status_code == 400 and "not a usable image" in small.json()["detail"]
+
+
 def test_unknown_and_malformed_ids_are_404(client):
     for url in ("/api/images/0123456789abcdef", "/api/thumbnails/0123456789abcdef",
                 "/api/search/similar/0123456789abcdef", "/api/images/not-an-id", "/api/thumbnails/ABC",
@@ -212,6 +241,38 @@ def test_real_server_refuses_traversal_and_symlink_escapes(tmp_path, tiny_model)
         assert status == 200 and body == photos[3].read_bytes()
 
 
+def post_upload(base: str, size: int, chunked: bool) -> tuple[int, bytes]:
+    """POST a multipart upload of *size* bytes to a real server, with Content-Length or chunked."""
+    parts = urllib.parse.urlsplit(base)
+    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+    headers = {"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"}
+    try:
+        if chunked:  # no Content-Length: http.client sends Transfer-Encoding: chunked
+            connection.request("POST", "/api/search/image", body=multipart_chunks(size), headers=headers,
+                               encode_chunked=True)
+        else:  # the server answers on the headers alone; the body is never sent
+            connection.putrequest("POST", "/api/search/image")
+            for name, value in headers.items():
+                connection.putheader(name, value)
+            connection.putheader("Content-Length", str(size + 1024))
+            connection.endheaders()
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
+
+
+@pytest.mark.slow
+def test_real_server_refuses_oversized_chunked_and_declared_uploads(tmp_path, tiny_model):
+    settings = build_index(tmp_path / "lib", tiny_model, index=False, in_process=False)
+    limit = Limits().max_upload_bytes
+    with running_server(settings, tmp_path / "serve.log") as base:
+        for chunked in (True, False):
+            status, body = post_upload(base, limit + 128 * 1024, chunked)
+            assert status == 413 and b"uploads are limited to" in body, (chunked, status, body[:200])
+        assert post_upload(base, 1024, chunked=True)[0] == 400  # parsed; not an image
+
+
 @pytest.mark.slow
 def test_real_server_answers_concurrent_clients_correctly(tmp_path, tiny_model):
     settings = build_index(tmp_path / "lib", tiny_model, in_process=False)
@@ -277,3 +338,130 @@ def test_server_indexes_and_watches_while_serving(tmp_path, tiny_model):
         wait_for(url, 3)
         (library / "new photo.jpg").unlink()
         wait_for(url, 2)
+
+
+def test_page_searches_do_not_wait_for_the_stats_scan(client, monkeypatch):
+    """The folder/label scan runs at most once at a time, outside any lock a search needs."""
+    from pixsearch import service as service_module
+    from pixsearch.ui import ANY, run_query
+
+    service = client.app.state.service
+    store = service.workspace.store
+    service.stats()  # something cached to fall back on
+    monkeypatch.setattr(service_module, "STATS_TTL_SECONDS", 0.0)
+    scanning, release = threading.Event(), threading.Event()
+    scan = store.iter_rows
+
+    def slow_scan(*args, **kwargs):
+        scanning.set()
+        assert release.wait(30)
+        return scan(*args, **kwargs)
+
+    monkeypatch.setattr(store, "iter_rows", slow_scan)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        stale = pool.submit(service.stats)
+        try:
+            assert scanning.wait(10)
+            searched = pool.submit(run_query, service, {"kind": "text", "value": "a hat"}, 5, 0.0, ANY, ANY,
+                                   "relevance")
+            items, message, _ = searched.result(timeout=10)
+            assert len(items) == 5, message
+            during = service.stats()  # a second caller gets the previous lists at once
+            assert during.count == SAMPLE_COUNT and "hat" in during.labels
+        finally:
+            release.set()
+        assert stale.result(timeout=30).count == SAMPLE_COUNT
+
+
+def test_stats_count_is_current_and_empty_index_is_a_count(client, monkeypatch):
+    from pixsearch.ui import empty_index_message
+
+    service = client.app.state.service
+    service.stats()
+    monkeypatch.setattr(service.workspace.store, "iter_rows", lambda *a, **k: pytest.fail("scanned the rows"))
+    assert empty_index_message(service) is None
+    monkeypatch.setattr(service.workspace.store, "count", lambda: 0)
+    assert service.stats().count == 0 and service.stats().last_indexed is None
+    assert "index is empty" in empty_index_message(service)
+
+
+def test_more_like_this_reads_the_row_once_and_the_page_keeps_to_max_k(client, monkeypatch):
+    from pixsearch.ui import ANY, run_query
+
+    service = client.app.state.service
+    hit = client.get("/api/search", params={"q": "a blue hat", "k": 1}).json()["results"][0]
+    gets, ks = [], []
+    get, search = service.workspace.store.get, service.searcher.search
+    monkeypatch.setattr(service.workspace.store, "get", lambda *a, **k: gets.append(a) or get(*a, **k))
+    monkeypatch.setattr(service.searcher, "search", lambda v, k, f: ks.append(k) or search(v, k, f))
+    assert client.get(f"/api/search/similar/{hit['id']}", params={"k": 3}).json()["count"] == 3
+    assert len(gets) == 1
+    run_query(service, {"kind": "similar", "value": hit["id"]}, 100, 0.0, ANY, ANY, "relevance")
+    assert ks == [3, service.limits.max_k]
+
+
+def test_cached_thumbnails_of_changed_files_are_refused(tmp_path, tiny_model, monkeypatch):
+    settings = build_index(tmp_path, tiny_model)
+    with TestClient(create_app(settings, with_ui=False)) as fresh:
+        hits = {Path(h["path"]).name: h for h in
+                fresh.get("/api/search", params={"q": "clothes", "k": 20}).json()["results"]}
+        names = sorted(hits)
+        for name in names[:3]:
+            assert fresh.get(hits[name]["thumbnail_url"]).status_code == 200
+        # An untouched file's cached thumbnail is served on a stat alone (the file is not read).
+        from pixsearch import service as service_module
+
+        with monkeypatch.context() as patch:
+            patch.setattr(service_module, "read_file", lambda *a: pytest.fail("read an unchanged file"))
+            assert fresh.get(hits[names[0]]["thumbnail_url"]).status_code == 200
+        swapped, edited, touched = (Path(hits[name]["path"]) for name in names[:3])
+        swapped.unlink()
+        swapped.symlink_to(Path(hits[names[-1]]["path"]))
+        edited.write_bytes(edited.read_bytes() + b"\0")
+        os.utime(touched, (1e9, 1e9))
+        for victim in (swapped, edited):
+            response = fresh.get(hits[victim.name]["thumbnail_url"])
+            assert response.status_code == 404 and "changed since it was indexed" in response.json()["detail"]
+        # Same bytes, new mtime: still the indexed content, as for the full image.
+        assert fresh.get(hits[touched.name]["thumbnail_url"]).status_code == 200
+        assert fresh.get(hits[touched.name]["image_url"]).status_code == 200
+
+
+def test_shutdown_leaves_the_store_open_while_the_indexer_still_runs(tmp_path, tiny_model, monkeypatch, caplog):
+    from pixsearch.indexer import IndexReport, Indexer
+    from pixsearch.watch import BackgroundSync
+
+    settings = build_index(tmp_path, tiny_model, index=False)
+    running, release = threading.Event(), threading.Event()
+    syncs = []
+
+    def stuck(self, *args, **kwargs):
+        running.set()
+        release.wait(60)
+        return IndexReport()
+
+    stop = BackgroundSync.stop
+    monkeypatch.setattr(Indexer, "run", stuck)
+    monkeypatch.setattr(BackgroundSync, "stop", lambda self, timeout=30.0: syncs.append(self) or stop(self, 0.2))
+    app = create_app(settings, with_ui=False, index_paths=[str(tmp_path / "samples")])
+    service = app.state.service
+    close, closed = service.close, []
+    monkeypatch.setattr(service, "close", lambda: closed.append(True))
+    try:
+        with caplog.at_level(logging.WARNING, logger="pixsearch.api"), TestClient(app):
+            assert running.wait(10)
+        assert closed == [] and "did not stop in time" in caplog.text
+    finally:
+        release.set()
+        for sync in syncs:
+            sync._thread.join(10)
+        close()
+    # When the indexer does stop, shutdown closes the store.
+    release.clear()
+    monkeypatch.setattr(Indexer, "run", lambda self, *a, **k: IndexReport())
+    app = create_app(settings, with_ui=False, index_paths=[str(tmp_path / "samples")])
+    close, closed = app.state.service.close, []
+    monkeypatch.setattr(app.state.service, "close", lambda: closed.append(True) or close())
+    with TestClient(app):
+        pass
+    assert closed == [True]

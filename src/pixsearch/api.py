@@ -9,6 +9,7 @@ in its thread pool, which is what CPU-bound embedding and blocking Milvus calls 
 from __future__ import annotations
 
 import hmac
+import logging
 import time
 from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator, Callable, Sequence
@@ -31,6 +32,7 @@ from .store import Hit, StoreError
 from .watch import BackgroundSync
 
 ID_PARAM = Path(..., description="An image id, as returned in search results (16 hex characters).")
+log = logging.getLogger(__name__)
 IMAGE_HEADERS = {"Cache-Control": "private, max-age=3600", "X-Content-Type-Options": "nosniff"}
 
 
@@ -83,16 +85,36 @@ class BodyLimit:
             await _too_large(self.limit)(scope, receive, send)
             return
         seen = 0
+        exceeded = started = replaced = False
 
         async def counting_receive() -> Message:
-            nonlocal seen
+            nonlocal seen, exceeded
             message = await receive()
             seen += len(message.get("body", b""))
             if seen > self.limit:
+                exceeded = True
                 raise PayloadTooLarge()
             return message
 
-        await self.app(scope, counting_receive, send)
+        async def guarded_send(message: Message) -> None:
+            # FastAPI turns any error while parsing a form (ours included) into 400 "There was an error
+            # parsing the body"; once the body went over the limit, whatever the app answers becomes 413.
+            nonlocal started, replaced
+            if replaced:
+                return
+            if exceeded and message["type"] == "http.response.start" and not started:
+                replaced = started = True
+                await _too_large(self.limit)(scope, receive, send)
+                return
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, guarded_send)
+        except PayloadTooLarge:
+            if started:
+                raise
+            await _too_large(self.limit)(scope, receive, send)
 
 
 def _too_large(limit: int) -> JSONResponse:
@@ -248,7 +270,12 @@ def create_app(settings: Settings, limits: Limits = Limits(), with_ui: bool = Tr
         finally:
             if sync is not None:
                 sync.stop()
-            service.close()
+            if sync is not None and sync._thread.is_alive():
+                # Closing the store under a running indexer would make it fail mid-batch; the process
+                # is exiting anyway, which releases the store.
+                log.warning("the background indexer did not stop in time; leaving the store open")
+            else:
+                service.close()
 
     app = FastAPI(title="pixsearch", version=__version__, lifespan=lifespan, redoc_url=None,
                   description="Search indexed pictures by text, by example image, or by similarity.")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 import tempfile
 import threading
 import time
@@ -25,7 +26,7 @@ from typing import Any
 from .config import Settings
 from .images import ImageError, decode_image, encode_jpeg, read_file, sniff_format
 from .indexer import content_hash
-from .search import MAX_QUERY_CHARS, Filters, QueryError, Searcher
+from .search import Filters, QueryError, Searcher
 from .store import Hit
 from .workspace import Workspace, open_workspace
 
@@ -41,10 +42,13 @@ _MEDIA_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png", "GIF": "image/gif", "B
 
 @dataclass(frozen=True)
 class Limits:
-    """Bounds on what one request may ask for, so one client cannot stall the server."""
+    """Bounds on what one request may ask for, so one client cannot stall the server.
+
+    The API enforces *max_k* in its parameter bounds and the page clamps to it; the query
+    length is bounded by the Searcher (search.MAX_QUERY_CHARS).
+    """
 
     max_k: int = 200
-    max_query_chars: int = MAX_QUERY_CHARS
     max_upload_bytes: int = 20 * 1024 * 1024
 
 
@@ -57,6 +61,16 @@ class ServedImage:
     data: bytes
     media_type: str
     etag: str
+
+
+@dataclass(frozen=True)
+class _RowFacts:
+    """What only a scan of every row tells (cached: see SearchService.stats)."""
+
+    rows: int
+    newest: float | None
+    folders: tuple[str, ...]
+    labels: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -108,8 +122,9 @@ class SearchService:
         self.searcher = Searcher(workspace.store, workspace.embedder)
         self.thumbnail_dir = Path(settings.cache_dir).expanduser() / "thumbnails" / workspace.store.collection
         self.thumbnail_dir.mkdir(parents=True, exist_ok=True)
-        self._stats: tuple[float, Stats] | None = None
-        self._stats_lock = threading.Lock()
+        self._facts: tuple[float, _RowFacts] | None = None
+        self._facts_lock = threading.Lock()
+        self._scanning = False
 
     @classmethod
     def open(cls, settings: Settings, limits: Limits = Limits(), create: bool = False) -> "SearchService":
@@ -128,32 +143,23 @@ class SearchService:
 
     # ------------------------------------------------------------------ searching
 
-    def check_k(self, k: int) -> int:
-        if not 1 <= k <= self.limits.max_k:
-            raise QueryError(f"k must be between 1 and {self.limits.max_k} (got {k})")
-        return k
-
     def by_text(self, query: str, k: int, filters: Filters) -> list[Hit]:
-        if len(query) > self.limits.max_query_chars:
-            raise QueryError(f"query too long ({len(query)} characters; at most {self.limits.max_query_chars}): "
-                             "describe the picture in fewer words")
-        return self.searcher.by_text(query, self.check_k(k), filters)
+        return self.searcher.by_text(query, k, filters)
 
     def by_image(self, data: bytes, k: int, filters: Filters) -> list[Hit]:
         if len(data) > self.limits.max_upload_bytes:
             raise QueryError(f"upload too large ({len(data) / 2**20:.1f} MiB; at most "
                              f"{self.limits.max_upload_bytes / 2**20:.0f} MiB)")
-        return self.searcher.by_image(data, self.check_k(k), filters)
+        return self.searcher.by_image(data, k, filters)
 
     def by_id(self, image_id: str, k: int, filters: Filters) -> list[Hit]:
-        self.row(image_id)
-        return self.searcher.by_id(image_id, self.check_k(k), filters)
+        return self.searcher.search(self.row(image_id, with_vector=True)["vector"], k, filters)
 
     # ------------------------------------------------------------------ rows and files
 
-    def row(self, image_id: str) -> dict[str, Any]:
+    def row(self, image_id: str, with_vector: bool = False) -> dict[str, Any]:
         """The indexed row of *image_id* (NotFound when there is none)."""
-        rows = self.workspace.store.get([check_id(image_id)])
+        rows = self.workspace.store.get([check_id(image_id)], with_vectors=with_vector)
         if not rows:
             raise NotFound(f"no indexed image has id {image_id!r}")
         return rows[0]
@@ -179,15 +185,21 @@ class SearchService:
     def thumbnail_path(self, image_id: str) -> Path:
         """A small JPEG of an indexed image, made once and kept under the cache folder.
 
-        A cached thumbnail older than its row (the file was re-indexed) is made again.
+        A cached thumbnail older than its row (the file was re-indexed) is made again. A cached
+        one is served only while the file is unchanged: a regular file with the recorded size
+        and mtime passes on a stat; anything else (a symlink, a touched or edited file) must
+        still hash to the recorded content, as for the full image.
         """
         row = self.row(image_id)
         path = self.thumbnail_dir / f"{row['id']}.jpg"
         try:
-            if path.stat().st_mtime >= float(row.get("indexed_at") or 0.0):
-                return path
+            cached = path.stat().st_mtime >= float(row.get("indexed_at") or 0.0)
         except FileNotFoundError:
-            pass
+            cached = False
+        if cached:
+            if not _same_file(row):
+                self._indexed_bytes(row)
+            return path
         self._write_atomically(path, encode_jpeg(self._decode(row), max_side=THUMBNAIL_SIDE, quality=82))
         return path
 
@@ -222,29 +234,63 @@ class SearchService:
 
     # ------------------------------------------------------------------ facts
 
+    def count(self) -> int:
+        """Number of indexed images: a count(*), cheap enough for every query."""
+        return self.workspace.store.count()
+
     def stats(self) -> Stats:
-        """Collection facts. They need one scan of the rows, so they are cached briefly."""
-        with self._stats_lock:
-            if self._stats is not None and time.monotonic() - self._stats[0] < STATS_TTL_SECONDS:
-                return self._stats[1]
-            store = self.workspace.store
-            newest: float | None = None
-            folders: set[str] = set()
-            labels: set[str] = set()
-            count = 0
-            for row in store.iter_rows(("path", "label", "indexed_at")):
-                count += 1
-                newest = max(newest or 0.0, float(row["indexed_at"] or 0.0))
-                if len(folders) < MAX_LISTED:
-                    folders.add(os.path.dirname(row["path"]))
-                if row["label"] and len(labels) < MAX_LISTED:
-                    labels.add(row["label"])
-            stats = Stats(model=self.workspace.model, model_id=self.workspace.embedder.model_id,
-                          collection=store.collection, count=count, dim=self.workspace.embedder.dim,
-                          backend=store.policy.backend, last_indexed_at=newest,
-                          folders=tuple(sorted(folders)), labels=tuple(sorted(labels)))
-            self._stats = (time.monotonic(), stats)
-            return stats
+        """Collection facts. The count is always current; the folders, labels and newest indexing
+        time need a scan of every row, so they are cached for STATS_TTL_SECONDS."""
+        store = self.workspace.store
+        count = store.count()
+        facts = self._row_facts() if count else _RowFacts(0, None, (), ())
+        return Stats(model=self.workspace.model, model_id=self.workspace.embedder.model_id,
+                     collection=store.collection, count=count, dim=self.workspace.embedder.dim,
+                     backend=store.policy.backend, last_indexed_at=facts.newest, folders=facts.folders,
+                     labels=facts.labels)
+
+    def _row_facts(self) -> _RowFacts:
+        """The cached scan. The scan runs outside the lock, one at a time: while it runs, other
+        callers get the previous facts instead of waiting (only the very first scan is waited for)."""
+        with self._facts_lock:
+            if self._facts is not None:
+                taken, facts = self._facts
+                fresh = time.monotonic() - taken < STATS_TTL_SECONDS and facts.rows > 0
+                if fresh or self._scanning:
+                    return facts
+            self._scanning = True
+        try:
+            facts = self._scan_rows()
+            with self._facts_lock:
+                self._facts = (time.monotonic(), facts)
+            return facts
+        finally:
+            with self._facts_lock:
+                self._scanning = False
+
+    def _scan_rows(self) -> _RowFacts:
+        newest: float | None = None
+        folders: set[str] = set()
+        labels: set[str] = set()
+        rows = 0
+        for row in self.workspace.store.iter_rows(("path", "label", "indexed_at")):
+            rows += 1
+            newest = max(newest or 0.0, float(row["indexed_at"] or 0.0))
+            if len(folders) < MAX_LISTED:
+                folders.add(os.path.dirname(row["path"]))
+            if row["label"] and len(labels) < MAX_LISTED:
+                labels.add(row["label"])
+        return _RowFacts(rows, newest, tuple(sorted(folders)), tuple(sorted(labels)))
+
+
+def _same_file(row: dict[str, Any]) -> bool:
+    """Cheap check that the indexed path is still the file that was indexed: a regular file
+    (not a symlink, which may now point elsewhere) with the recorded size and mtime."""
+    try:
+        st = os.lstat(row["path"])
+    except OSError:
+        return False
+    return stat.S_ISREG(st.st_mode) and st.st_size == row["size"] and st.st_mtime == row["mtime"]
 
 
 def hit_json(hit: Hit, prefix: str = "") -> dict[str, Any]:

@@ -62,9 +62,9 @@ def page_facts(service: SearchService) -> tuple[str, Any, Any, Any]:
 
 
 def empty_index_message(service: SearchService) -> str | None:
-    """The page's message when there is nothing to search, else None."""
+    """The page's message when there is nothing to search, else None (a count(*): no row scan)."""
     try:
-        count = service.stats().count
+        count = service.count()
     except StoreError as exc:
         return f"⚠️ The vector store cannot be read: {exc}"
     if count == 0:
@@ -90,7 +90,7 @@ def run_query(service: SearchService, query: LastQuery, k: int, min_score: float
     empty = empty_index_message(service)
     if empty:
         return [], empty, []
-    k = max(1, min(int(k), MAX_UI_K))
+    k = max(1, min(int(k), MAX_UI_K, service.limits.max_k))
     try:
         filters = make_filters("" if folder == ANY else folder or "", "" if label == ANY else label or "",
                                min_score if min_score and min_score > 0 else None)
