@@ -270,7 +270,7 @@ def create_app(settings: Settings, limits: Limits = Limits(), with_ui: bool = Tr
         finally:
             if sync is not None:
                 sync.stop()
-            if sync is not None and sync._thread.is_alive():
+            if sync is not None and sync.is_alive():
                 # Closing the store under a running indexer would make it fail mid-batch; the process
                 # is exiting anyway, which releases the store.
                 log.warning("the background indexer did not stop in time; leaving the store open")

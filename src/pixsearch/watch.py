@@ -117,3 +117,6 @@ class BackgroundSync:
     def stop(self, timeout: float = 30.0) -> None:
         self.indexer.stop.set()
         self._thread.join(timeout)
+
+    def is_alive(self) -> bool:
+        return self._thread.is_alive()
