@@ -137,3 +137,16 @@ def test_server_wrong_token_wrong_uri_and_down_are_one_clear_error(sample_dir, t
     finally:
         server.stop()
         server.remove_data()
+
+
+def test_remove_forgets_a_subtree_without_loading_the_model(indexed, tiny_model):
+    sample_dir, _ = indexed
+    hidden = tiny_model.parent / (tiny_model.name + ".away")
+    tiny_model.rename(hidden)  # the model is not needed to remove rows
+    try:
+        result = run_cli("remove", str(sample_dir / "hat"))
+    finally:
+        hidden.rename(tiny_model)
+    assert "removed 2 images" in result.stdout
+    stats = json.loads(run_cli("stats", "--json").stdout)
+    assert [s["count"] for s in stats] == [18]

@@ -213,8 +213,7 @@ def stats(
         infos = store.collections()
         skips = {}
         for info in infos if skipped else []:
-            store.collection = info.name
-            skips[info.name] = sorted(SkipLog(store).rows().values(), key=lambda r: r["path"])
+            skips[info.name] = sorted(SkipLog(store, info.name).rows().values(), key=lambda r: r["path"])
     if skipped:
         _print_skips(skips, as_json)
         return
@@ -248,15 +247,15 @@ def remove(
     db: DbOpt = None, token: TokenOpt = None, collection: CollectionOpt = None, model: ModelOpt = None,
 ) -> None:
     """Remove images from the index (the files themselves are not touched)."""
-    from .indexer import Indexer
-    from .workspace import open_workspace
+    from .indexer import remove_under
+    from .workspace import open_collection
 
     settings = settings_from(db=db, token=token, collection=collection, model=model)
-    ws = open_workspace(settings)
+    store = open_collection(settings)
     try:
-        removed = Indexer(ws.store, ws.embedder).remove(path)
+        removed = remove_under(store, path)
     finally:
-        ws.close()
+        store.close()
     console.print(f"removed {removed} images")
 
 

@@ -382,9 +382,14 @@ class Indexer:
 
     def remove(self, prefix: str) -> int:
         """Remove every indexed image at or under *prefix* (a file or a folder)."""
-        path = os.path.abspath(os.path.expanduser(prefix))
-        ids = [row["id"] for row in self.store.iter_under(path, ("path",))]
-        removed = self.store.delete(ids)
-        self.skips.forget([p for p in self.skips.rows() if is_under(p, path)])
-        self.store.flush()
-        return removed
+        return remove_under(self.store, prefix)
+
+
+def remove_under(store: Store, prefix: str) -> int:
+    """Remove every indexed image (and skip record) at or under *prefix*; needs no model."""
+    path = os.path.abspath(os.path.expanduser(prefix))
+    removed = store.delete([row["id"] for row in store.iter_under(path, ("path",))])
+    skips = SkipLog(store)
+    skips.forget([p for p in skips.rows() if is_under(p, path)])
+    store.flush()
+    return removed

@@ -351,6 +351,8 @@ class Store:
                                        consistency_level=self.policy.consistency)
 
     def drop(self) -> None:
+        """Drop the collection and its skip log."""
+        SkipLog(self).drop()
         self._client.drop_collection(self.collection)
 
     # ------------------------------------------------------------------ writes
@@ -388,13 +390,6 @@ class Store:
         fields = list(FIELDS) + (["vector"] if with_vectors else [])
         return [_plain(r) for r in self._client.get(self.collection, ids=list(ids), output_fields=fields,
                                                      consistency_level=self.policy.search_consistency)]
-
-    def query(self, filter: str, with_vectors: bool = False, limit: int | None = None) -> list[dict[str, Any]]:
-        fields = list(FIELDS) + (["vector"] if with_vectors else [])
-        kwargs = {"limit": limit} if limit else {}
-        rows = self._client.query(self.collection, filter=filter, output_fields=fields,
-                                  consistency_level=self.policy.consistency, **kwargs)
-        return [_plain(r) for r in rows]
 
     def iter_rows(self, fields: Sequence[str] = FIELDS, filter: str = "", page: int = 0,
                   collection: str = "") -> Iterator[dict]:
@@ -453,9 +448,9 @@ class SkipLog:
 
     FIELDS = ("path", "size", "mtime", "reason", "seen_at")
 
-    def __init__(self, store: Store):
+    def __init__(self, store: Store, collection: str = ""):
         self.store = store
-        self.name = f"{store.collection}__skipped"
+        self.name = f"{collection or store.collection}__skipped"
 
     def _ensure(self) -> None:
         from pymilvus import DataType, MilvusClient

@@ -51,6 +51,26 @@ def choose_model(settings: Settings, store: Store) -> tuple[str, CollectionInfo 
     return DEFAULT_MODEL, None
 
 
+def open_collection(settings: Settings) -> Store:
+    """The store on an existing collection, for commands that need no model (remove).
+
+    The model is resolved only when the database cannot say which collection is meant.
+    """
+    store = Store(settings.db, token=settings.token)
+    try:
+        model, info = choose_model(settings, store)
+        if info is None and not settings.collection:
+            spec = load_spec(model, Path(settings.cache_dir).expanduser())
+            info = store.info(collection_name_for(spec.model_id))
+        store.collection = settings.collection or (info.name if info else "")
+        if not store.collection or store.info() is None:
+            raise StoreError(f"nothing indexed yet in {settings.db} for that model or collection")
+        return store
+    except BaseException:
+        store.close()
+        raise
+
+
 def open_workspace(settings: Settings, create: bool = False) -> Workspace:
     """Store + embedder for a command. *create*: make the collection if missing (indexing)."""
     store = Store(settings.db, token=settings.token)

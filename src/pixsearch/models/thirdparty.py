@@ -6,7 +6,6 @@ the files do not state are resolved when the ONNX session opens (onnx.py).
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -95,15 +94,14 @@ def read_transformersjs_dir(directory: Path, model_id: str) -> ModelSpec:
     dim = int(config.get("projection_dim") or text_config.get("projection_size") or text_config.get("hidden_size", 512))
     text = TextSpec(
         file="onnx/text_model.onnx",
-        output="text_embeds",
+        output="pooler_output" if siglip else "text_embeds",  # SigLIP: the head's embedding is pooler_output
         tokenizer="tokenizer.json",
         context_length=int(text_config.get("max_position_embeddings", 64 if siglip else 77)),
         pad_to_context=siglip,
         pad_id=_pad_id(directory / "tokenizer.json", _token_text(tokenizer_config.get("pad_token"))),
         clean="canonicalize" if siglip else "whitespace",
     )
-    output = "pooler_output" if siglip else "image_embeds"
-    text = dataclasses.replace(text, output="pooler_output" if siglip else "text_embeds")
     return ModelSpec(model_id=model_id, dim=dim,
-                     image=TowerSpec(file="onnx/vision_model.onnx", output=output), text=text,
+                     image=TowerSpec(file="onnx/vision_model.onnx",
+                                     output="pooler_output" if siglip else "image_embeds"), text=text,
                      preprocess=preprocess, directory=directory)
