@@ -33,8 +33,12 @@ def _model_reference(name: str) -> str:
     return os.path.abspath(os.path.expanduser(name)) if Path(name).expanduser().is_dir() else name
 
 
-def choose_model(settings: Settings, store: Store) -> tuple[str, CollectionInfo | None]:
-    """The model to use and, when already known, its collection (see the module doc)."""
+def choose_model(settings: Settings, store: Store,
+                 collections: list[CollectionInfo] | None = None) -> tuple[str, CollectionInfo | None]:
+    """The model to use and, when already known, its collection (see the module doc).
+
+    *collections*: the database's pixsearch collections, when the caller has listed them already.
+    """
     if settings.collection:
         info = store.info(settings.collection)
         if info is not None:
@@ -42,7 +46,7 @@ def choose_model(settings: Settings, store: Store) -> tuple[str, CollectionInfo 
         return settings.model or DEFAULT_MODEL, None
     if settings.model:
         return settings.model, None
-    collections = store.collections()
+    collections = store.collections() if collections is None else collections
     if len(collections) == 1:
         return collections[0].model, collections[0]
     if len(collections) > 1:
@@ -75,9 +79,10 @@ def open_workspace(settings: Settings, create: bool = False) -> Workspace:
     """Store + embedder for a command. *create*: make the collection if missing (indexing)."""
     store = Store(settings.db, token=settings.token)
     try:
-        if not create and not store.collections():
+        collections = None if create else store.collections()
+        if collections == []:
             raise StoreError(f"nothing indexed yet in {settings.db}: run `pixsearch index PATH` first")
-        model, info = choose_model(settings, store)
+        model, info = choose_model(settings, store, collections)
         cache_dir = Path(settings.cache_dir).expanduser()
         spec = load_spec(model, cache_dir)
         store.collection = settings.collection or (info.name if info else collection_name_for(spec.model_id))
