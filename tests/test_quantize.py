@@ -14,7 +14,8 @@ import pytest
 from pixsearch.images import load_image
 from pixsearch.models import ModelError, load_embedder, load_spec
 from pixsearch.models import quantize as quantize_module
-from pixsearch.models.quantize import MIN_COSINE, quantize_model, sample_images, top_k_overlap
+from pixsearch.models.quantize import (FIRST_BLOCK, MIN_COSINE, MLP_DOWN, Recipe, quantize_model, quantize_tower,
+                                       sample_images, top_k_overlap)
 from pixsearch.models.variants import OVERLAY, overlay_dir
 
 from .conftest import CAPTIONS, SAMPLES, run_cli
@@ -49,6 +50,36 @@ def test_top_k_overlap_counts_shared_results():
     gallery, queries = rng.standard_normal((30, 8)), rng.standard_normal((4, 8))
     assert top_k_overlap(queries, gallery, queries, gallery) == 1.0
     assert top_k_overlap(queries, gallery, -queries, gallery) < 1.0
+
+
+@pytest.mark.parametrize("name, first, down", [
+    ("/text_model/encoder/layers.0/mlp/fc2/MatMul", True, True),  # transformers export
+    ("/transformer/resblocks.0/mlp/c_proj/MatMul", True, True),  # open_clip export (Immich)
+    ("/text_model/encoder/layers.10/mlp/fc1/MatMul", False, False),
+    ("/visual/transformer/resblocks.1/attn/out_proj/MatMul", False, False),
+])
+def test_recipe_patterns_name_the_same_layers_in_both_export_styles(name, first, down):
+    import re
+
+    assert bool(re.search(FIRST_BLOCK, name)) is first
+    assert bool(re.search(MLP_DOWN, name)) is down
+
+
+def test_recipe_keeps_its_layers_in_fp32(tiny_model, tmp_path):
+    """The kept MatMuls stay float MatMuls; every other weight MatMul becomes integer."""
+    import onnx
+
+    spec = load_spec(str(tiny_model), tmp_path)
+    src = spec.path(spec.text.file)
+    recipe = Recipe("test", reduce_range=True, exclude=(FIRST_BLOCK,), keep_projection=True)
+    graph = onnx.load(str(quantize_tower(src, tmp_path / "text.int8.onnx", recipe))).graph
+    weights = {i.name for i in onnx.load(str(src)).graph.initializer}
+    original = [n for n in onnx.load(str(src)).graph.node if n.op_type == "MatMul" and n.input[1] in weights]
+    still_float = {n.name for n in graph.node if n.op_type == "MatMul"}
+    integer = [n for n in graph.node if n.op_type in ("MatMulInteger", "DynamicQuantizeMatMul")]
+    expected_kept = {n.name for n in original if "layers.0/" in n.name} | {original[-1].name}
+    assert len(expected_kept) >= 2 and expected_kept <= still_float
+    assert len(integer) == len(original) - len(expected_kept)
 
 
 def test_quantize_writes_a_checked_variant_into_the_overlay(tiny_model, own_cache):

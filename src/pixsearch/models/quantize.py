@@ -55,6 +55,12 @@ DEFAULT_QUERIES = (
 """Verification queries when the user gives none: everyday photo descriptions, COCO-style."""
 
 
+FIRST_BLOCK = r"/(layers|resblocks)\.0/"
+"""Node names of the first transformer block: transformers (``layers.0``) and open_clip (``resblocks.0``) exports."""
+MLP_DOWN = r"/mlp/(fc2|c_proj)/"
+"""MLP down-projections in both naming schemes."""
+
+
 @dataclass(frozen=True)
 class Recipe:
     """One way of quantizing a tower; the ladder goes from fastest to most faithful."""
@@ -65,15 +71,22 @@ class Recipe:
     """7-bit weights: avoids int16 saturation of u8*s8 products on AVX2 CPUs without VNNI."""
     exclude: tuple[str, ...] = ()
     """Regular expressions of node names left in fp32 (besides every Conv: the patch embedding)."""
+    keep_projection: bool = False
+    """Leave the tower's last MatMul/Gemm (the projection into the shared space) in fp32."""
 
 
 RECIPES: tuple[Recipe, ...] = (
     Recipe("per-channel"),
     Recipe("per-channel-7bit", reduce_range=True),
-    # MLP down-projections see the post-GELU outliers of trained CLIP; the final projection
-    # and the first block are where errors cost most. Leaving them fp32 keeps most of the speed.
-    Recipe("per-channel-7bit-keep-fc2-proj", reduce_range=True,
-           exclude=(r"/mlp/fc2/", r"_projection/", r"layers\.0/")),
+    # The first block (raw token/patch embeddings) and the final projection are where errors
+    # cost most: measured on a ViT-B/32-shaped text tower, keeping them fp32 lifts min cosine
+    # from 0.9987 to 0.9992 at 1.7x fp32 speed (all-int8: 0.9967 at 2.0x).
+    Recipe("per-channel-7bit-keep-first", reduce_range=True, exclude=(FIRST_BLOCK,)),
+    Recipe("per-channel-7bit-keep-first-proj", reduce_range=True, exclude=(FIRST_BLOCK,), keep_projection=True),
+    # MLP down-projections see the post-GELU outliers of trained CLIP. The most faithful recipe
+    # and the slowest: sometimes no faster than fp32, which is then kept instead.
+    Recipe("per-channel-7bit-keep-fc2-proj", reduce_range=True, exclude=(MLP_DOWN, FIRST_BLOCK),
+           keep_projection=True),
 )
 
 
@@ -127,14 +140,18 @@ class QuantizeReport:
 # ----------------------------------------------------------------------------- quantizing
 
 
-def _excluded_nodes(model_path: Path, patterns: Sequence[str]) -> list[str]:
-    """Names of the nodes that must stay fp32: every Conv plus those matching *patterns*."""
+def _excluded_nodes(model_path: Path, recipe: Recipe) -> list[str]:
+    """Names of the nodes that must stay fp32: every Conv, plus what *recipe* keeps."""
     import onnx
 
     graph = onnx.load(str(model_path), load_external_data=False).graph
-    regex = re.compile("|".join(patterns)) if patterns else None
-    return [n.name for n in graph.node
-            if n.op_type == "Conv" or (regex is not None and n.op_type in ("MatMul", "Gemm") and regex.search(n.name))]
+    regex = re.compile("|".join(recipe.exclude)) if recipe.exclude else None
+    matmuls = [n for n in graph.node if n.op_type in ("MatMul", "Gemm")]
+    kept = [n.name for n in graph.node if n.op_type == "Conv"]
+    kept += [n.name for n in matmuls if regex is not None and regex.search(n.name)]
+    if recipe.keep_projection and matmuls:
+        kept.append(matmuls[-1].name)  # ONNX graphs are topologically sorted: the last one projects
+    return kept
 
 
 def quantize_tower(src: Path, dst: Path, recipe: Recipe) -> Path:
@@ -144,7 +161,7 @@ def quantize_tower(src: Path, dst: Path, recipe: Recipe) -> Path:
     logging.getLogger().setLevel(logging.ERROR)  # the quantizer warns about pre-processing on every call
     quantize_dynamic(str(src), str(dst), op_types_to_quantize=["MatMul", "Gemm"], per_channel=recipe.per_channel,
                      reduce_range=recipe.reduce_range, weight_type=QuantType.QInt8,
-                     nodes_to_exclude=_excluded_nodes(src, recipe.exclude), extra_options={"MatMulConstBOnly": True})
+                     nodes_to_exclude=_excluded_nodes(src, recipe), extra_options={"MatMulConstBOnly": True})
     return dst
 
 
@@ -171,12 +188,23 @@ def top_k_overlap(queries_a: np.ndarray, gallery_a: np.ndarray, queries_b: np.nd
     return float(np.mean([len(set(a) & set(b)) / k for a, b in zip(top_a, top_b)]))
 
 
-def _timed(fn, *args) -> tuple[np.ndarray, float]:
-    """Result of fn(*args) after one warm-up call, and the seconds the second call took."""
-    fn(*args)
-    start = time.perf_counter()
+TIMED_PASSES = {"image": 1, "text": 5}
+"""Timed passes per tower: one pass over the images takes seconds, one over the queries ~0.2 s,
+too short to time once on a shared machine."""
+
+
+def _timed(tower: str, fn, *args) -> tuple[np.ndarray, float]:
+    """Result of fn(*args) after one warm-up call, and the fastest of the timed passes (in seconds).
+
+    The fastest pass, because other processes only ever add time.
+    """
     out = fn(*args)
-    return out, time.perf_counter() - start
+    best = float("inf")
+    for _ in range(TIMED_PASSES[tower]):
+        start = time.perf_counter()
+        out = fn(*args)
+        best = min(best, time.perf_counter() - start)
+    return out, best
 
 
 INT8_FILES = {"image": "image.int8.onnx", "text": "text.int8.onnx"}
@@ -218,7 +246,7 @@ def _check_tower(spec: ModelSpec, tower: str, work: Path, folder: Path, crops: l
         quantize_tower(src, dst, recipe)
         files = (dst, _fp32_file(spec, "text")) if tower == "image" else (_fp32_file(spec, "image"), dst)
         embedder = _embedder(spec, *files, threads=threads)
-        vectors, seconds = _timed(_runner(embedder, tower), crops if tower == "image" else list(queries))
+        vectors, seconds = _timed(tower, _runner(embedder, tower), crops if tower == "image" else list(queries))
         cos = _cosines(vectors, reference)
         tried.append(f"{recipe.name}: min cosine {cos.min():.5f}, {fp32_seconds / seconds:.2f}x fp32 speed")
         log(f"  {tower} tower, {recipe.name}: min cosine {cos.min():.5f}, mean {cos.mean():.5f}, "
@@ -271,8 +299,8 @@ def _quantize_in(spec: ModelSpec, work: Path, folder: Path, sample_images: Seque
         raise ModelError(f"verification needs at least 10 readable sample images, found {len(crops)}")
     queries = list(queries)
     log(f"verifying against fp32 on {len(crops)} images and {len(queries)} queries")
-    image_ref, image_secs = _timed(_runner(reference_model, "image"), crops)
-    text_ref, text_secs = _timed(_runner(reference_model, "text"), queries)
+    image_ref, image_secs = _timed("image", _runner(reference_model, "image"), crops)
+    text_ref, text_secs = _timed("text", _runner(reference_model, "text"), queries)
     check = dict(work=work, folder=folder, crops=crops, queries=queries, threads=threads, log=log)
     image, image_vecs = _check_tower(spec, "image", reference=image_ref, fp32_seconds=image_secs, **check)
     text, text_vecs = _check_tower(spec, "text", reference=text_ref, fp32_seconds=text_secs, **check)
