@@ -33,6 +33,10 @@ def _open_session(path: Path, threads: int):
     options.intra_op_num_threads = threads or default_threads()
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
+    # Idle ORT workers spin for a while by default, taking both cores from the Milvus Lite process
+    # that searches right after a text embedding: measured at 100k vectors, a text query took 47 ms
+    # p50 with spinning and 32 ms without (embedding alone and indexing rates unchanged).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
 
 
