@@ -150,3 +150,20 @@ def test_remove_forgets_a_subtree_without_loading_the_model(indexed, tiny_model)
     assert "removed 2 images" in result.stdout
     stats = json.loads(run_cli("stats", "--json").stdout)
     assert [s["count"] for s in stats] == [18]
+
+
+def test_a_large_fp32_run_suggests_quantize_once_no_variant_exists(tiny_model, tmp_path, capsys):
+    from types import SimpleNamespace
+
+    from pixsearch import cli
+    from pixsearch.models import load_embedder
+
+    embedder = load_embedder(str(tiny_model), tmp_path / "cache", precision="fp32")
+    ws = SimpleNamespace(embedder=embedder, model=str(tiny_model))
+    cli._suggest_quantize(ws, cli.QUANTIZE_HINT_IMAGES - 1, [tmp_path])
+    assert "quantize" not in capsys.readouterr().err  # small runs gain too little
+    cli._suggest_quantize(ws, cli.QUANTIZE_HINT_IMAGES, [tmp_path])
+    assert f"pixsearch quantize --model {tiny_model} --images {tmp_path}" in capsys.readouterr().err.replace("\n", "")
+    embedder.available_variants = ("int8",)
+    cli._suggest_quantize(ws, cli.QUANTIZE_HINT_IMAGES, [tmp_path])
+    assert "quantize" not in capsys.readouterr().err  # made already: the user chose fp32

@@ -114,6 +114,8 @@ def index(
 
             report = indexer.run(paths, delete=delete, progress=on_progress)
         _print_report(report, as_json)
+        if not as_json:
+            _suggest_quantize(ws, report.embedded, paths)
         if watch and not report.interrupted:
             from .watch import watch as watch_folders
 
@@ -125,6 +127,21 @@ def index(
         ws.close()
     if report.interrupted:
         raise typer.Exit(130)
+
+
+QUANTIZE_HINT_IMAGES = 500
+"""An fp32 run that embeds at least this many images suggests `pixsearch quantize`."""
+
+
+def _suggest_quantize(ws, embedded: int, paths: list[Path]) -> None:
+    """Point at the INT8 variant (measured on this machine, ~2x faster where it agrees) after a big fp32 run."""
+    embedder = ws.embedder
+    if embedded < QUANTIZE_HINT_IMAGES or embedder.variant != "fp32" or "int8" in embedder.available_variants:
+        return
+    folder = next((p for p in paths if p.is_dir()), None)
+    err.print(f"tip: `pixsearch quantize --model {ws.model} --images {folder or 'SOME_PHOTOS'}` makes an INT8 "
+              "variant and checks it against fp32 on this machine; where it agrees, indexing runs about 2x "
+              "faster and `--precision auto` uses it", highlight=False, soft_wrap=True)
 
 
 def _print_report(report, as_json: bool) -> None:

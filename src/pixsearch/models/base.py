@@ -26,6 +26,10 @@ class Embedder(ABC):
     model_id: str
     dim: int
     preprocess: PreprocessConfig
+    variant: str = "fp32"
+    """The precision variant running (fp32, int8...)."""
+    available_variants: tuple[str, ...] = ()
+    """Faster variants made for this model (``pixsearch quantize``), whether or not they run now."""
 
     @property
     def min_decode_side(self) -> int:

@@ -89,6 +89,7 @@ class OnnxEmbedder(Embedder):
         self.preprocess = spec.preprocess
         self.threads = threads
         self.variant = variant if variant in spec.variants else "fp32"
+        self.available_variants = tuple(spec.variants)
         self._lock = threading.Lock()
         self._image: _Tower | None = None
         self._text: _Tower | None = None
