@@ -1,6 +1,6 @@
 """pixsearch speed benchmarks: one command, a table of figures next to same-run baselines, JSON results.
 
-    python -m bench            # quick mode (~5 min once models are cached)
+    python -m bench            # quick mode (~6 min once models are cached)
     python -m bench --full     # 1M vectors, 100k synthetic images, settings sweep (long: run in background)
 
 Results go to bench/results/<timestamp>-<mode>.json. The first run builds the
@@ -24,7 +24,7 @@ from .common import COCO, RESULTS, ROOT, SHARED, Row, log, machine_info
 from .models import checkpoint_dir, ensure_int8, ensure_onnx, model_spec
 
 MODE = {
-    "quick": {"b32_images": None, "b16_images": 64, "query_sizes": [10_000], "queries": 100, "memory_images": 5_000},
+    "quick": {"b32_images": None, "b16_images": 64, "query_sizes": [10_000, 100_000], "queries": 100, "memory_images": 5_000},
     "full": {"b32_images": 1000, "b16_images": None, "query_sizes": [10_000, 100_000, 1_000_000], "queries": 200,
              "memory_images": 100_000},
 }
@@ -76,28 +76,37 @@ def compute_section(rows: list[Row], results: dict) -> None:
 
 
 def query_section(sizes: list[int], n_queries: int, rows: list[Row], results: dict) -> None:
-    """Text-query latency at each size: Milvus Lite via Store vs NumPy exact, recall@10."""
-    from pixsearch.models.loader import load_embedder
+    """Text-query latency at each size: Milvus Lite via Store vs NumPy exact, recall@10, and the full
+    text query with the fp32 text tower next to the verified int8 one."""
+    from pixsearch.models.onnx import OnnxEmbedder
 
-    embedder = load_embedder(str(ensure_onnx("vit-b-32")), Path("."), precision="auto")
-    text_file = embedder.spec.variants.get(embedder.variant, {}).get("text", embedder.spec.text.file)
-    log(f"text queries at {sizes} vectors (text tower: ViT-B/32 shape, {text_file})")
-    out = query.run_query_bench(sizes, embedder, n_queries=n_queries, log=log)
-    out["text_tower_file"] = text_file
+    variant = ensure_int8("vit-b-32", indexing.image_files(COCO)[:64])
+    spec = model_spec(ensure_onnx("vit-b-32"))
+    embedders = {"fp32": OnnxEmbedder(spec, variant="fp32")}
+    if variant.get("text_recipe", "fp32") != "fp32":
+        embedders["int8"] = OnnxEmbedder(spec, variant="int8")
+    towers = {name: e.spec.variants.get(e.variant, {}).get("text", e.spec.text.file) for name, e in embedders.items()}
+    log(f"text queries at {sizes} vectors (ViT-B/32-shaped text towers: {towers})")
+    out = query.run_query_bench(sizes, embedders, n_queries=n_queries, log=log)
+    out["text_towers"] = towers
+    out["int8_variant"] = variant
     results["query"] = out
-    embed = out["text_embedding"]
-    rows.append(Row("query", f"text embedding alone (ViT-B/32 text tower, {text_file}) p50", embed["p50"], "ms",
-                    note=f"p95 {embed['p95']:.1f} ms"))
+    fp32 = out["text_embedding"]["fp32"]
+    for name, embed in out["text_embedding"].items():
+        recipe = f" ({variant['text_recipe']}, min cosine {variant['text_min_cosine']})" if name == "int8" else ""
+        rows.append(Row("query", f"text embedding alone, ViT-B/32 text tower {name}{recipe} p50", embed["p50"], "ms",
+                        fp32["p50"] if name != "fp32" else None, "fp32 p50", note=f"p95 {embed['p95']:.1f} ms"))
     for size, r in out["sizes"].items():
         n = f"{int(size):,}"
         rows.append(Row("query", f"{n}: Milvus Lite search p50", r["milvus_search"]["p50"], "ms",
                         r["numpy_exact"]["p50"], "NumPy exact p50"))
         rows.append(Row("query", f"{n}: Milvus Lite search p95", r["milvus_search"]["p95"], "ms",
                         r["numpy_exact"]["p95"], "NumPy exact p95"))
-        rows.append(Row("query", f"{n}: text query incl. embedding p50 (Searcher.by_text)", r["text_query"]["p50"],
-                        "ms", embed["p50"] + r["numpy_exact"]["p50"], "embedding + NumPy exact p50"))
-        rows.append(Row("query", f"{n}: text query incl. embedding p95", r["text_query"]["p95"], "ms",
-                        embed["p95"] + r["numpy_exact"]["p95"], "embedding + NumPy exact p95"))
+        for name, text in r["text_query"].items():
+            embed = out["text_embedding"][name]
+            rows.append(Row("query", f"{n}: text query, {name} text tower, p50 (Searcher.by_text)", text["p50"], "ms",
+                            embed["p50"] + r["numpy_exact"]["p50"], f"{name} embedding + NumPy exact p50",
+                            note=f"p95 {text['p95']:.1f} ms"))
         rows.append(Row("query", f"{n}: recall@10 vs exact", r["recall_at_10"], "", 1.0, "exact"))
 
 
