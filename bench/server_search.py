@@ -8,7 +8,9 @@ perturbed cluster centres, i.e. what a text query's (cached) embedding asks of t
 Each query is one ``Store.search`` (top-10, the row's fields returned), timed one at a time
 through pixsearch's own store code and index policy. Recall@10 is against exact numpy
 inner product. Two states per index: "as written" (right after the upserts, no flush:
-what an index run leaves on a server) and "sealed" (flushed, index built, reloaded).
+what an index run leaves on a server) and "sealed" (flushed, index built, reloaded). In the
+sealed state it also times full text queries (Searcher.by_text: embedding + search) with the
+benchmark's ViT-B/32-shaped text towers, fp32 and (once ``python -m bench`` made it) int8.
 """
 
 from __future__ import annotations
@@ -62,6 +64,36 @@ def measure(store: Store, queries: np.ndarray, truth: np.ndarray, consistency: s
             "recall_at_10": round(hits / (10 * count), 4), "queries": count}
 
 
+def text_queries(store: Store, embedders: dict, count: int = 100) -> dict:
+    """Full text queries (embedding + search, Searcher.by_text), new text each time, per text tower."""
+    from pixsearch.search import Searcher
+
+    out = {}
+    for name, embedder in embedders.items():
+        searcher = Searcher(store, embedder)
+        searcher.by_text("warm-up")
+        times = []
+        for i in range(count):
+            started = time.perf_counter()
+            searcher.by_text(f"photo number {i} of a dog on a beach")
+            times.append(time.perf_counter() - started)
+        ms = np.array(times) * 1000
+        out[name] = {"p50_ms": round(float(np.percentile(ms, 50)), 2), "p95_ms": round(float(np.percentile(ms, 95)), 2)}
+    return out
+
+
+def bench_text_embedders() -> dict:
+    """The benchmark's ViT-B/32-shaped text towers (fp32, and int8 when `python -m bench` made it)."""
+    from bench.models import ensure_onnx, model_spec
+    from pixsearch.models.onnx import OnnxEmbedder
+
+    spec = model_spec(ensure_onnx("vit-b-32"))
+    embedders = {"fp32": OnnxEmbedder(spec, variant="fp32")}
+    if spec.variants.get("int8", {}).get("text_recipe", "fp32") != "fp32":
+        embedders["int8"] = OnnxEmbedder(spec, variant="int8")
+    return embedders
+
+
 def wait_indexed(store: Store, timeout: float = 900) -> float:
     started = time.monotonic()
     client = store._client
@@ -75,7 +107,7 @@ def wait_indexed(store: Store, timeout: float = 900) -> float:
     return time.monotonic() - started
 
 
-def run(uri: str, token: str, sizes: list[int]) -> list[dict]:
+def run(uri: str, token: str, sizes: list[int], embedders: dict) -> list[dict]:
     results = []
     base = policy_for(uri)
     for n in sizes:
@@ -100,6 +132,9 @@ def run(uri: str, token: str, sizes: list[int]) -> list[dict]:
             row["index_and_reload_s"] = round(wait_indexed(store), 1)
             row["sealed_session"] = measure(store, queries, truth, "Session", QUERIES)
             row["sealed_strong"] = measure(store, queries, truth, "Strong", 20)
+            if embedders:  # with the product's own consistency level, as `pixsearch search` runs
+                store.policy = dataclasses.replace(store.policy, search_consistency=base.search_consistency)
+                row["sealed_text_query"] = text_queries(store, embedders)
             print(json.dumps(row), flush=True)
             results.append(row)
             store.drop()
@@ -112,10 +147,12 @@ def main() -> None:
     parser.add_argument("--uri", default="", help="an existing server; default: start one (needs .ci/milvus-venv)")
     parser.add_argument("--token", default="")
     parser.add_argument("--sizes", default="10000,100000")
+    parser.add_argument("--no-text", action="store_true", help="skip the full text queries (embedding + search)")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
+    embedders = {} if args.no_text else bench_text_embedders()
     if args.uri:
-        run(args.uri, args.token, sizes)
+        run(args.uri, args.token, sizes, embedders)
         return
     from tests.milvus_server import TOKEN, MilvusServer, launcher_python
 
@@ -125,7 +162,7 @@ def main() -> None:
     server = MilvusServer(python)
     try:
         with server:
-            run(server.uri, TOKEN, sizes)
+            run(server.uri, TOKEN, sizes, embedders)
     finally:
         server.remove_data()
 
