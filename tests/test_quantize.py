@@ -55,6 +55,8 @@ def test_top_k_overlap_counts_shared_results():
 @pytest.mark.parametrize("name, first, down", [
     ("/text_model/encoder/layers.0/mlp/fc2/MatMul", True, True),  # transformers export
     ("/transformer/resblocks.0/mlp/c_proj/MatMul", True, True),  # open_clip export (Immich)
+    ("/transformer/encoder/layer.0/output/dense/MatMul", True, True),  # XLM-R text encoder (multilingual)
+    ("/transformer/encoder/layer.3/attention/output/dense/MatMul", False, False),
     ("/text_model/encoder/layers.10/mlp/fc1/MatMul", False, False),
     ("/visual/transformer/resblocks.1/attn/out_proj/MatMul", False, False),
 ])

@@ -55,10 +55,11 @@ DEFAULT_QUERIES = (
 """Verification queries when the user gives none: everyday photo descriptions, COCO-style."""
 
 
-FIRST_BLOCK = r"/(layers|resblocks)\.0/"
-"""Node names of the first transformer block: transformers (``layers.0``) and open_clip (``resblocks.0``) exports."""
-MLP_DOWN = r"/mlp/(fc2|c_proj)/"
-"""MLP down-projections in both naming schemes."""
+FIRST_BLOCK = r"/(layers|layer|resblocks)\.0/"
+"""Node names of the first transformer block: transformers CLIP/SigLIP (``layers.0``), BERT-style
+text encoders such as XLM-R (``layer.0``) and open_clip (``resblocks.0``) exports."""
+MLP_DOWN = r"/mlp/(fc2|c_proj)/|/layer\.\d+/output/dense/"
+"""MLP down-projections in the same three naming schemes."""
 
 
 @dataclass(frozen=True)
