@@ -158,9 +158,13 @@ def test_manifest_variants_still_load(model_copy, own_cache):
     assert embedder.variant == "int8" and embedder._file("image") == model_copy / "visual.int8.onnx"
 
 
-def test_quantize_command(immich_model, own_cache):
+def test_quantize_command(immich_model, own_cache, tmp_path):
     result = run_cli("quantize", "--model", str(immich_model), "--images", str(SAMPLES), "--limit", "20")
     assert "top-10 overlap" in result.stdout
     overlay = overlay_dir(own_cache, immich_model.name) / OVERLAY
     assert str(overlay) in result.stdout.replace("\n", "")
-    assert "int8" in json.loads(overlay.read_text())["variants"]
+    variant = json.loads(overlay.read_text())["variants"]["int8"]
+    # the next index run says which precision it chose
+    indexed = run_cli("index", str(SAMPLES), "--model", str(immich_model), "--db", str(tmp_path / "q.db"))
+    chosen = "int8" if variant["verified"] == "true" else "fp32"
+    assert f"({immich_model.name}, {chosen})" in indexed.stderr.replace("\n", "")

@@ -108,7 +108,8 @@ def index(
 
             def on_progress(done: int, total: int) -> None:
                 if done == 0:
-                    err.print(f"reading {total} new or changed images", highlight=False)
+                    err.print(f"reading {total} new or changed images ({ws.embedder.model_id}, "
+                              f"{ws.embedder.variant})", highlight=False)
                 elapsed = bar.tasks[0].elapsed or 1e-9
                 bar.update(task, completed=done, total=total, rate=f"{done / elapsed:6.1f} img/s")
 
