@@ -60,7 +60,7 @@ def test_top_k_overlap_counts_shared_results():
     ("/text_model/encoder/layers.10/mlp/fc1/MatMul", False, False),
     ("/visual/transformer/resblocks.1/attn/out_proj/MatMul", False, False),
 ])
-def test_recipe_patterns_name_the_same_layers_in_both_export_styles(name, first, down):
+def test_recipe_patterns_name_the_same_layers_in_each_export_style(name, first, down):
     import re
 
     assert bool(re.search(FIRST_BLOCK, name)) is first
@@ -84,6 +84,26 @@ def test_recipe_keeps_its_layers_in_fp32(tiny_model, tmp_path):
     assert len(integer) == len(original) - len(expected_kept)
 
 
+def test_keep_projection_keeps_the_last_weight_matmul_not_a_later_activation_matmul(tmp_path):
+    """A graph ending in an activation-by-activation MatMul, with unnamed nodes: the projection is the
+    last MatMul with a stored weight, and no empty name reaches the quantizer's exclusion list."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    w1 = numpy_helper.from_array(rng.standard_normal((8, 8)).astype(np.float32), "w1")
+    w2 = numpy_helper.from_array(rng.standard_normal((8, 8)).astype(np.float32), "w2")
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["h"], name=""),  # unnamed
+             helper.make_node("MatMul", ["h", "w2"], ["p"], name="/proj/MatMul"),
+             helper.make_node("Transpose", ["p"], ["pt"], name="t"),
+             helper.make_node("MatMul", ["p", "pt"], ["y"], name="/gram/MatMul")]  # activations only
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 2])], [w1, w2])
+    path = tmp_path / "g.onnx"
+    onnx.save(helper.make_model(graph), str(path))
+    assert quantize_module._excluded_nodes(path, Recipe("t", keep_projection=True)) == ["/proj/MatMul"]
+
+
 def test_quantize_writes_a_checked_variant_into_the_overlay(tiny_model, own_cache):
     before = snapshot(tiny_model)
     report = quantize(tiny_model, own_cache)
@@ -102,6 +122,8 @@ def test_quantize_writes_a_checked_variant_into_the_overlay(tiny_model, own_cach
         assert min(report.image.min_cosine, report.text.min_cosine) >= MIN_COSINE
     chosen = load_embedder(str(tiny_model), own_cache, precision="auto")
     assert chosen.variant == ("int8" if report.verified else "fp32")
+    assert "int8" in load_embedder(str(tiny_model), own_cache, precision="fp32").available_variants
+    assert entry["ladder"] == quantize_module.LADDER
     assert load_embedder(str(tiny_model), own_cache, precision="int8").embed_texts(["a red dress"]).shape[0] == 1
 
 

@@ -29,7 +29,8 @@ class Embedder(ABC):
     variant: str = "fp32"
     """The precision variant running (fp32, int8...)."""
     available_variants: tuple[str, ...] = ()
-    """Faster variants made for this model (``pixsearch quantize``), whether or not they run now."""
+    """Every variant this model has besides fp32 (an INT8 one made by ``pixsearch quantize``, or one
+    its manifest declares), verified or not, running now or not."""
 
     @property
     def min_decode_side(self) -> int:
