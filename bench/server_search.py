@@ -65,21 +65,14 @@ def measure(store: Store, queries: np.ndarray, truth: np.ndarray, consistency: s
 
 
 def text_queries(store: Store, embedders: dict, count: int = 100) -> dict:
-    """Full text queries (embedding + search, Searcher.by_text), new text each time, per text tower."""
+    """Full text queries (embedding + search) per text tower, as bench/query.py times them on Lite."""
+    from bench.query import time_text_queries
     from pixsearch.search import Searcher
 
-    out = {}
-    for name, embedder in embedders.items():
-        searcher = Searcher(store, embedder)
+    searchers = {name: Searcher(store, embedder) for name, embedder in embedders.items()}
+    for searcher in searchers.values():
         searcher.by_text("warm-up")
-        times = []
-        for i in range(count):
-            started = time.perf_counter()
-            searcher.by_text(f"photo number {i} of a dog on a beach")
-            times.append(time.perf_counter() - started)
-        ms = np.array(times) * 1000
-        out[name] = {"p50_ms": round(float(np.percentile(ms, 50)), 2), "p95_ms": round(float(np.percentile(ms, 95)), 2)}
-    return out
+    return time_text_queries(searchers, count, tag="server")
 
 
 def bench_text_embedders() -> dict:
