@@ -92,6 +92,17 @@ def model_spec(directory: Path):
     return with_overlay(read_pixsearch_dir(directory), cache_root())
 
 
+def text_embedders(preset: str) -> dict:
+    """The fp32 text tower of *preset*, and its int8 one when the INT8 variant quantized it (name -> embedder)."""
+    from pixsearch.models.onnx import OnnxEmbedder
+
+    spec = model_spec(ensure_onnx(preset))
+    embedders = {"fp32": OnnxEmbedder(spec, variant="fp32")}
+    if spec.variants.get("int8", {}).get("text_recipe", "fp32") != "fp32":
+        embedders["int8"] = OnnxEmbedder(spec, variant="int8")
+    return embedders
+
+
 def ensure_int8(preset: str, sample_images: list[Path]) -> dict:
     """Quantize *preset* once (pixsearch quantize, overlay in the bench cache) and return its int8 entry."""
     from pixsearch.models.quantize import LADDER, quantize_model

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from . import compute, indexing, query, sweep
 from .common import COCO, RESULTS, ROOT, SHARED, Row, log, machine_info
-from .models import checkpoint_dir, ensure_int8, ensure_onnx, model_spec
+from .models import checkpoint_dir, ensure_int8, ensure_onnx, model_spec, text_embedders
 
 MODE = {
     "quick": {"b32_images": None, "b16_images": 64, "query_sizes": [10_000, 100_000], "queries": 100, "memory_images": 5_000},
@@ -78,13 +78,8 @@ def compute_section(rows: list[Row], results: dict) -> None:
 def query_section(sizes: list[int], n_queries: int, rows: list[Row], results: dict) -> None:
     """Text-query latency at each size: Milvus Lite via Store vs NumPy exact, recall@10, and the full
     text query with the fp32 text tower next to the verified int8 one."""
-    from pixsearch.models.onnx import OnnxEmbedder
-
     variant = ensure_int8("vit-b-32", indexing.image_files(COCO)[:64])
-    spec = model_spec(ensure_onnx("vit-b-32"))
-    embedders = {"fp32": OnnxEmbedder(spec, variant="fp32")}
-    if variant.get("text_recipe", "fp32") != "fp32":
-        embedders["int8"] = OnnxEmbedder(spec, variant="int8")
+    embedders = text_embedders("vit-b-32")
     towers = {name: e.spec.variants.get(e.variant, {}).get("text", e.spec.text.file) for name, e in embedders.items()}
     log(f"text queries at {sizes} vectors (ViT-B/32-shaped text towers: {towers})")
     out = query.run_query_bench(sizes, embedders, n_queries=n_queries, log=log)

@@ -75,18 +75,6 @@ def text_queries(store: Store, embedders: dict, count: int = 100) -> dict:
     return time_text_queries(searchers, count, tag="server")
 
 
-def bench_text_embedders() -> dict:
-    """The benchmark's ViT-B/32-shaped text towers (fp32, and int8 when `python -m bench` made it)."""
-    from bench.models import ensure_onnx, model_spec
-    from pixsearch.models.onnx import OnnxEmbedder
-
-    spec = model_spec(ensure_onnx("vit-b-32"))
-    embedders = {"fp32": OnnxEmbedder(spec, variant="fp32")}
-    if spec.variants.get("int8", {}).get("text_recipe", "fp32") != "fp32":
-        embedders["int8"] = OnnxEmbedder(spec, variant="int8")
-    return embedders
-
-
 def wait_indexed(store: Store, timeout: float = 900) -> float:
     started = time.monotonic()
     client = store._client
@@ -143,7 +131,9 @@ def main() -> None:
     parser.add_argument("--no-text", action="store_true", help="skip the full text queries (embedding + search)")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
-    embedders = {} if args.no_text else bench_text_embedders()
+    from bench.models import text_embedders
+
+    embedders = {} if args.no_text else text_embedders("vit-b-32")
     if args.uri:
         run(args.uri, args.token, sizes, embedders)
         return
