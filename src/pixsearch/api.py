@@ -284,8 +284,11 @@ def create_app(settings: Settings, limits: Limits = Limits(), with_ui: bool = Tr
     app.add_middleware(BodyLimit, limit=limits.max_upload_bytes + 64 * 1024)
 
     @app.get("/health", tags=["collection"])
-    def health() -> dict[str, str]:
-        """Liveness: the process is up and the model and store are open."""
+    async def health() -> dict[str, str]:
+        """Liveness: the process is up and the model and store are open.
+
+        ``async``: it answers on the event loop itself, so it needs none of the worker threads
+        that searches and page events hold, and stays honest while they are all busy."""
         return {"status": "ok"}
 
     add_api_routes(app, service)

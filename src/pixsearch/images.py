@@ -9,6 +9,8 @@ whenever alpha or 16-bit data is requested; one code path orients every format.
 from __future__ import annotations
 
 import functools
+import os
+import stat
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,20 +83,38 @@ def sniff_format(data: bytes) -> str | None:
 
 
 def read_file(path: Path, max_bytes: int) -> bytes:
-    """Read a whole file, refusing empty or oversized ones with a reason a user can act on."""
+    """Read a whole regular file, refusing empty, oversized and special ones with a reason a user can act on.
+
+    The file is opened with O_NONBLOCK (a FIFO or device never blocks the open) and checked on
+    the open descriptor, so a file swapped for a FIFO after a scan is refused, never read; at
+    most *max_bytes* are read even if the file grows meanwhile.
+    """
     try:
-        size = path.stat().st_size
-        if size == 0:
-            raise ImageError("empty file (0 bytes)")
-        if size > max_bytes:
-            raise ImageError(f"file too large ({size / 2**20:.0f} MiB > max_file_bytes {max_bytes / 2**20:.0f} MiB)")
-        return path.read_bytes()
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except PermissionError as exc:
         raise ImageError("permission denied: check the file's read permission", unreadable=True) from exc
-    except IsADirectoryError as exc:
-        raise ImageError("is a directory") from exc
     except OSError as exc:
         raise ImageError(f"cannot read file: {exc.strerror or exc}", unreadable=True) from exc
+    try:
+        info = os.fstat(fd)
+        if stat.S_ISDIR(info.st_mode):
+            raise ImageError("is a directory")
+        if not stat.S_ISREG(info.st_mode):
+            raise ImageError("not a regular file (a device, FIFO or socket)")
+        if info.st_size == 0:
+            raise ImageError("empty file (0 bytes)")
+        if info.st_size > max_bytes:
+            raise ImageError(f"file too large ({info.st_size / 2**20:.0f} MiB > max_file_bytes "
+                             f"{max_bytes / 2**20:.0f} MiB)")
+        with os.fdopen(os.dup(fd), "rb") as fh:
+            data = fh.read(max_bytes + 1)
+    except OSError as exc:
+        raise ImageError(f"cannot read file: {exc.strerror or exc}", unreadable=True) from exc
+    finally:
+        os.close(fd)
+    if len(data) > max_bytes:
+        raise ImageError(f"file too large (grew past max_file_bytes {max_bytes / 2**20:.0f} MiB while read)")
+    return data
 
 
 # ----------------------------------------------------------------------------- headers

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hmac
 import os
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
@@ -18,6 +19,7 @@ from fastapi import FastAPI
 from .search import QueryError
 from .service import NotFound, SearchService, make_filters
 from .store import Hit, StoreError
+from .uploads import NOT_ALLOWED, FileDataGuard, UploadError, enable_gradio_upload_check, private_upload_dir, read_upload
 
 Results = list[dict[str, Any]]
 """The hits shown in the gallery, in gallery order (JSON-safe, kept in a gr.State)."""
@@ -28,6 +30,9 @@ DEFAULT_K = 24
 ANY = "(any)"
 """The dropdown choice that means "no folder/label filter"."""
 MAX_UI_K = 100
+PAGE_CONCURRENCY = 4
+"""Page events run at most this many at once, all events together (one Gradio concurrency group), so
+the page never holds more than this many worker threads and the API and /health keep theirs."""
 CSS = """
 #status p { font-size: 1.05rem; margin: 0.2rem 0; }
 #facts p { color: var(--body-text-color-subdued); margin: 0; }
@@ -85,8 +90,12 @@ def _to_results(hits: list[Hit], sort: str) -> Results:
 
 
 def run_query(service: SearchService, query: LastQuery, k: int, min_score: float, folder: str, label: str,
-              sort: str) -> tuple[list[tuple[str, str]], str, Results]:
-    """Gallery items, a status message and the shown results for one query."""
+              sort: str, upload_dir: Path | None = None) -> tuple[list[tuple[str, str]], str, Results]:
+    """Gallery items, a status message and the shown results for one query.
+
+    An image query's path is read only if it is an upload in *upload_dir* (see uploads.py);
+    without one, no image query is accepted.
+    """
     empty = empty_index_message(service)
     if empty:
         return [], empty, []
@@ -98,12 +107,15 @@ def run_query(service: SearchService, query: LastQuery, k: int, min_score: float
             hits = service.by_text(query["value"], k, filters)
             what = f"“{' '.join(query['value'].split())}”"
         elif query["kind"] == "image":
-            hits = service.by_image(_read_upload(query["value"], service.limits.max_upload_bytes), k, filters)
+            if upload_dir is None:
+                raise UploadError(NOT_ALLOWED)
+            hits = service.by_image(read_upload(query["value"], upload_dir, service.limits.max_upload_bytes), k,
+                                    filters)
             what = f"the uploaded image {os.path.basename(query['value'])}"
         else:
             hits = service.by_id(query["value"], k, filters)
             what = "the selected image"
-    except (QueryError, NotFound) as exc:
+    except (QueryError, NotFound, UploadError) as exc:
         return [], f"⚠️ {exc}", []
     except StoreError as exc:
         return [], f"⚠️ The vector store failed: {exc}", []
@@ -124,16 +136,6 @@ def run_query(service: SearchService, query: LastQuery, k: int, min_score: float
     return items, f"{len(results)} results for {what}, {order}{note}. Click one to see it large.", results
 
 
-def _read_upload(path: str, limit: int) -> bytes:
-    try:
-        if os.path.getsize(path) > limit:
-            raise QueryError(f"the upload is too large (at most {limit / 2**20:.0f} MiB)")
-        with open(path, "rb") as fh:
-            return fh.read()
-    except OSError as exc:
-        raise QueryError(f"the upload cannot be read: {exc.strerror or exc}; try uploading it again") from exc
-
-
 def details_markdown(row: dict[str, Any]) -> str:
     """Path and stored fields of one result, for the large view."""
     f = row["fields"]
@@ -146,13 +148,14 @@ def details_markdown(row: dict[str, Any]) -> str:
     return "\n\n".join(lines)
 
 
-def build_ui(service: SearchService) -> gr.Blocks:
-    """The Blocks page; its handlers close over *service*."""
+def build_ui(service: SearchService, upload_dir: Path) -> gr.Blocks:
+    """The Blocks page; its handlers close over *service*. Build it after ``private_upload_dir``:
+    Gradio fixes its upload folder when the Blocks are made."""
 
     def search(query: LastQuery | None, k: int, min_score: float, folder: str, label: str, sort: str):
         if not query:
             return gr.update(), gr.update(), gr.update(), None, "", gr.update(interactive=False)
-        items, message, results = run_query(service, query, k, min_score, folder, label, sort)
+        items, message, results = run_query(service, query, k, min_score, folder, label, sort, upload_dir)
         return items, message, results, None, "", gr.update(interactive=False)
 
     def text_query(text: str) -> LastQuery:
@@ -210,19 +213,22 @@ def build_ui(service: SearchService) -> gr.Blocks:
 
         controls = [k, min_score, folder, label, sort]
         outputs = [gallery, status, results, large, details, more]
+        group = {"concurrency_id": "page", "concurrency_limit": PAGE_CONCURRENCY}
         for trigger, make, source in ((query.submit, text_query, query), (go.click, text_query, query),
                                       (upload.upload, image_query, upload), (more.click, similar_query, selected)):
-            trigger(make, source, last).then(search, [last, *controls], outputs)
+            trigger(make, source, last, **group).then(search, [last, *controls], outputs, **group)
         for event in (k.release, min_score.release, sort.change, folder.change, label.change):
-            event(search, [last, *controls], outputs)
-        gallery.select(select, results, [large, details, selected, more])
-        demo.load(lambda: page_facts(service), None, [facts, status, folder, label])
+            event(search, [last, *controls], outputs, **group)
+        gallery.select(select, results, [large, details, selected, more], **group)
+        demo.load(lambda: page_facts(service), None, [facts, status, folder, label], **group)
     return demo
 
 
 def mount_ui(app: FastAPI, service: SearchService) -> None:
-    """Mount the page at "/" (after the API routes, which therefore keep precedence)."""
-    demo = build_ui(service).queue(default_concurrency_limit=4)
+    """Mount the page at "/" (after the API routes, which therefore keep precedence), walled so
+    that no event can make the server read a file the client did not upload (see uploads.py)."""
+    upload_dir = private_upload_dir(service.settings.cache_dir)
+    demo = build_ui(service, upload_dir).queue(default_concurrency_limit=PAGE_CONCURRENCY)
     token = service.settings.api_token
     auth = None
     if token:
@@ -233,3 +239,5 @@ def mount_ui(app: FastAPI, service: SearchService) -> None:
                         auth_message="Enter any user name and the server's API token as the password.",
                         max_file_size=service.limits.max_upload_bytes, show_error=False,
                         theme=gr.themes.Soft(), css=CSS)
+    enable_gradio_upload_check(demo)
+    app.add_middleware(FileDataGuard, upload_dir=upload_dir)
