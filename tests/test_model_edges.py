@@ -3,6 +3,8 @@ checkpoints saved by transformers 5 (nested ``processor_config.json``) load."""
 
 from __future__ import annotations
 
+import json
+import re
 import shutil
 import subprocess
 import sys
@@ -10,8 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from pixsearch.models import ModelUnavailable, load_spec
+from pixsearch.models import REGISTRY, ModelUnavailable, load_spec
 from pixsearch.models.loader import hub_cli, pick_hub_cli
+
+from .conftest import run_cli
 
 # ----------------------------------------------------------------------------- the hub CLI we name
 
@@ -40,3 +44,32 @@ def test_offline_registry_error_gives_that_command(cache_dir):
     assert f"`{hub_cli()} download immich-app/ViT-B-32__openai --local-dir DIR`" in message
     if hub_cli() == "hf":
         assert "huggingface-cli" not in message
+
+
+# ----------------------------------------------------------------------------- pixsearch models
+
+
+def _squeezed(text: str) -> str:
+    return re.sub(r"\s+", "", text)
+
+
+@pytest.mark.parametrize("columns", [80, 120])
+def test_models_table_shows_every_name_and_size_whole(columns):
+    out = run_cli("models", env={"COLUMNS": str(columns)}).stdout
+    lines = out.splitlines()
+    assert "…" not in out
+    assert max(len(line.rstrip()) for line in lines) <= columns
+    for model in REGISTRY.values():
+        rows = [line.split() for line in lines if line.split()[:1] == [model.name]]
+        assert rows, f"{model.name!r} is not whole on any line at {columns} columns:\n{out}"
+        assert rows[0][1:3] == [str(model.dim), f"{model.gflops_per_image:g}"], rows[0]
+        for detail in (model.repo, model.summary, model.languages):  # may wrap, but nothing is cut
+            assert _squeezed(detail) in _squeezed(out), detail
+
+
+def test_models_json_lists_every_model():
+    listed = json.loads(run_cli("models", "--json", env={"COLUMNS": "80"}).stdout)
+    assert [m["name"] for m in listed] == list(REGISTRY)
+    for entry in listed:
+        known = REGISTRY[entry["name"]]
+        assert (entry["repo"], entry["dim"], entry["summary"]) == (known.repo, known.dim, known.summary)
