@@ -282,18 +282,31 @@ def remove(
 
 
 @app.command()
-def models(as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False) -> None:
+def models(as_json: Annotated[bool, typer.Option("--json", help="Print every field as JSON.")] = False) -> None:
     """List the pretrained models pixsearch knows by name."""
+    from rich import box
+    from rich.padding import Padding
+    from rich.text import Text
+
     if as_json:
         console.print_json(json.dumps([vars(m) for m in REGISTRY.values()]))
         return
-    table = Table("name", "dim", "languages", "GFLOP/image", "XM3600 EN / ZH", "hub repository", "notes",
-                  header_style="bold")
+    # Names are what users type: their column is never narrower than the longest one and takes
+    # the slack. Details get a row of their own beneath, so at 80 columns nothing needed is cut.
+    table = Table(expand=True, box=box.SIMPLE_HEAD, header_style="bold", show_edge=False, pad_edge=False)
+    table.add_column("name", overflow="fold", ratio=1, min_width=max(len(name) for name in REGISTRY))
+    table.add_column("dim", justify="right", no_wrap=True)
+    table.add_column("GFLOP/image", justify="right", no_wrap=True)
+    table.add_column("XM3600 EN/ZH", justify="right", no_wrap=True)
     for m in REGISTRY.values():
         recall = " / ".join(f"{x:.1f}" if x else "-" for x in (m.xm3600_en, m.xm3600_zh))
-        table.add_row(m.name, str(m.dim), m.languages, f"{m.gflops_per_image:g}", recall, m.repo, m.summary)
+        table.add_row(Text(m.name, style="bold"), str(m.dim), f"{m.gflops_per_image:g}", recall)
+        coco = f" · COCO 5k R@5 {100 * m.coco_t2i_recall_at_5:.1f}" if m.coco_t2i_recall_at_5 else ""
+        details = Text(f"{m.summary}\nlanguages: {m.languages}{coco}\nhub: {m.repo}", style="dim", overflow="fold")
+        table.add_row(Padding(details, (0, 0, 0, 2)), end_section=True)
     console.print(table)
-    console.print("Or pass --model DIR (a local model folder) or --model hf-hub:owner/repo.")
+    console.print("Or pass --model DIR (a local model folder) or --model hf-hub:owner/repo. "
+                  "`pixsearch models --json` prints every field.", highlight=False)
 
 
 @app.command()

@@ -14,6 +14,7 @@ from typing import Sequence
 import numpy as np
 
 from .images import ImageError, PreprocessConfig, load_image, resize_and_crop, to_model_input
+from .models.spec import IMAGE_PROCESSOR_FILE, PROCESSOR_FILE
 
 
 def require_torch():
@@ -150,7 +151,9 @@ def save_checkpoint_dir(model, tokenizer, base: Path, output: Path) -> None:
     scratch.mkdir(parents=True)
     model.save_pretrained(scratch)
     tokenizer.save_pretrained(scratch)
-    shutil.copyfile(base / "preprocessor_config.json", scratch / "preprocessor_config.json")
+    for name in (IMAGE_PROCESSOR_FILE, PROCESSOR_FILE):  # either transformers layout (spec.hf_image_processor_file)
+        if (base / name).is_file():
+            shutil.copyfile(base / name, scratch / name)
     for path in scratch.iterdir():
         if path.is_file():
             os.replace(path, output / path.name)

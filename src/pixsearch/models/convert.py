@@ -9,7 +9,6 @@ torch embeddings (cosine >= 0.999) or the conversion fails.
 from __future__ import annotations
 
 import hashlib
-import json
 import shutil
 import tempfile
 import warnings
@@ -20,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from ..images import PreprocessConfig
-from .spec import ModelError, ModelSpec, TextSpec, TowerSpec, preprocess_from_hf
+from .spec import ModelError, ModelSpec, TextSpec, TowerSpec, read_hf_preprocess
 
 SUPPORTED_TYPES = ("clip", "siglip", "chinese_clip")
 MIN_COSINE = 0.999
@@ -166,8 +165,9 @@ class Checkpoint:
 def load_checkpoint(src: Path) -> Checkpoint:
     """Load a local CLIP / SigLIP / Chinese-CLIP checkpoint (conversion and training share this).
 
-    Refuses what pixsearch cannot use as it is: other model types, a missing
-    preprocessor config (image size and mean/std are never guessed), a slow tokenizer.
+    Refuses what pixsearch cannot use as it is: other model types, missing image-processor
+    settings (image size and mean/std are never guessed; either transformers layout is read,
+    see ``spec.hf_image_processor_file``), a slow tokenizer.
     """
     _require_torch()
     from transformers import AutoConfig, AutoModel, AutoTokenizer
@@ -177,11 +177,7 @@ def load_checkpoint(src: Path) -> Checkpoint:
     if model_type not in SUPPORTED_TYPES:
         raise ModelError(f"{src}: model type {model_type!r} is not supported; "
                          f"supported: {', '.join(SUPPORTED_TYPES)}")
-    pre_path = src / "preprocessor_config.json"
-    if not pre_path.is_file():
-        raise ModelError(f"{src} has no preprocessor_config.json: pixsearch reads image size, "
-                         "crop and mean/std from it and never guesses them")
-    preprocess = preprocess_from_hf(json.loads(pre_path.read_text(encoding="utf-8")))
+    preprocess = read_hf_preprocess(src)
     tokenizer = AutoTokenizer.from_pretrained(src, local_files_only=True)
     if not getattr(tokenizer, "is_fast", False):
         raise ModelError(f"{src}: pixsearch needs a fast tokenizer (tokenizer.json) for this model")

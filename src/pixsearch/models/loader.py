@@ -8,6 +8,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from importlib import metadata
 from pathlib import Path
 
 from .convert import convert_cached
@@ -19,6 +21,8 @@ from .variants import with_overlay
 
 HUB_PREFIX = "hf-hub:"
 _CONFIG_FILES = ["*.json", "*.txt", "*.model"]
+HUB_CLI_NAMES = ("hf", "huggingface-cli")
+"""Console scripts huggingface_hub has shipped, newest first (1.0 dropped ``huggingface-cli``)."""
 
 
 class ModelUnavailable(ModelError):
@@ -35,6 +39,25 @@ def hub_patterns(layout: str | None) -> tuple[list[str] | None, list[str]]:
     if layout == "transformers":
         return _CONFIG_FILES + ["*.safetensors"], []
     return None, []
+
+
+def pick_hub_cli(scripts: Iterable[str]) -> str:
+    """The newest hub CLI among the console scripts *scripts* (``hf`` when none is known)."""
+    declared = set(scripts)
+    return next((cli for cli in HUB_CLI_NAMES if cli in declared), HUB_CLI_NAMES[0])
+
+
+def hub_cli() -> str:
+    """The command the installed huggingface_hub provides, so the advice we print can be run as is.
+
+    Read from the package's declared console scripts rather than hard-coded: the name
+    changed once (``huggingface-cli`` -> ``hf``) and older installs only have the old one.
+    """
+    try:
+        entry_points = metadata.distribution("huggingface_hub").entry_points
+    except metadata.PackageNotFoundError:
+        return HUB_CLI_NAMES[0]
+    return pick_hub_cli(ep.name for ep in entry_points if ep.group == "console_scripts")
 
 
 def download(name: str, repo: str, cache_dir: Path, layout: str | None = None) -> Path:
@@ -55,7 +78,7 @@ def download(name: str, repo: str, cache_dir: Path, layout: str | None = None) -
         reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
         raise ModelUnavailable(
             f"model {name!r} is not available here: downloading https://huggingface.co/{repo} failed "
-            f"({reason}).\nOn a machine with network access run `huggingface-cli download {repo} "
+            f"({reason}).\nOn a machine with network access run `{hub_cli()} download {repo} "
             f"--local-dir DIR`, copy DIR here and pass `--model DIR` (or set PIXSEARCH_MODEL=DIR)."
         ) from exc
 

@@ -161,6 +161,38 @@ def preprocess_from_hf(pre: dict[str, Any]) -> PreprocessConfig:
     return PreprocessConfig(size=hw, resize="squash", interpolation=interpolation, mean=mean, std=std)
 
 
+PROCESSOR_FILE = "processor_config.json"
+IMAGE_PROCESSOR_FILE = "preprocessor_config.json"
+
+
+def hf_image_processor_file(directory: Path) -> tuple[Path, dict[str, Any]]:
+    """The file holding a transformers checkpoint's image-processor settings, and those settings.
+
+    transformers 5 saves a processor as one ``processor_config.json`` with the image
+    processor nested under ``"image_processor"``; earlier versions write it alone to
+    ``preprocessor_config.json`` (and may write a ``processor_config.json`` without it).
+    The nested one wins, as it does in transformers' own loader. Nothing is guessed:
+    image size and mean/std decide what the model sees.
+    """
+    processor = directory / PROCESSOR_FILE
+    if processor.is_file():
+        nested = _load_json(processor).get("image_processor")
+        if isinstance(nested, dict):
+            return processor, nested
+    legacy = directory / IMAGE_PROCESSOR_FILE
+    if legacy.is_file():
+        return legacy, _load_json(legacy)
+    raise ModelError(f"{directory} has no image-processor settings: pixsearch reads image size, crop and "
+                     f"mean/std from {IMAGE_PROCESSOR_FILE} or from the \"image_processor\" entry of "
+                     f"{PROCESSOR_FILE} and never guesses them; save the checkpoint's processor too "
+                     "(processor.save_pretrained(DIR))")
+
+
+def read_hf_preprocess(directory: Path) -> PreprocessConfig:
+    """PreprocessConfig of a transformers-style directory, from either processor layout."""
+    return preprocess_from_hf(hf_image_processor_file(directory)[1])
+
+
 def is_transformers_dir(directory: Path) -> bool:
     """A transformers checkpoint (config + weights) that pixsearch can convert."""
     has_weights = any((directory / name).exists() for name in

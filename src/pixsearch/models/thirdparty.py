@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ..images import PreprocessConfig
-from .spec import ModelError, ModelSpec, TextSpec, TowerSpec, preprocess_from_hf
+from .spec import ModelError, ModelSpec, TextSpec, TowerSpec, read_hf_preprocess
 
 
 def _json(path: Path) -> dict[str, Any]:
@@ -85,7 +85,7 @@ def read_immich_dir(directory: Path, model_id: str) -> ModelSpec:
 def read_transformersjs_dir(directory: Path, model_id: str) -> ModelSpec:
     """A transformers.js export: ``onnx/{vision,text}_model.onnx`` beside transformers configs."""
     config = _json(directory / "config.json")
-    preprocess = preprocess_from_hf(_json(directory / "preprocessor_config.json"))
+    preprocess = read_hf_preprocess(directory)
     model_type = config.get("model_type", "clip")
     text_config = config.get("text_config", {})
     tokenizer_config = (_json(directory / "tokenizer_config.json")
