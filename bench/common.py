@@ -6,9 +6,10 @@ import os
 import platform
 import re
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -62,7 +63,7 @@ def machine_info() -> dict[str, Any]:
         try:
             module = __import__(name)
             versions[name] = getattr(module, "__version__", "?")
-        except Exception:  # noqa: BLE001 - a missing optional library is just not reported
+        except Exception:
             versions[name] = None
     wanted = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
     return {"cpu": cpu, "cores": os.cpu_count(), "memory_gb": round(mem_gb, 1), "python": platform.python_version(),

@@ -22,7 +22,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .common import _children, log, tree_rss_mb
+from .common import log, tree_rss_mb
 from .models import cache_root, ensure_onnx
 
 MODEL_PRESET = "small"

@@ -32,7 +32,7 @@ class ClipLikeSpace:
     centres: np.ndarray
 
     @classmethod
-    def make(cls, clusters: int = 4000, dim: int = DIM, seed: int = 0) -> "ClipLikeSpace":
+    def make(cls, clusters: int = 4000, dim: int = DIM, seed: int = 0) -> ClipLikeSpace:
         rng = np.random.default_rng(seed)
         basis = _unit(rng.standard_normal((clusters + 2, dim), dtype=np.float32))
         return cls(image_offset=basis[0], text_offset=basis[1], centres=basis[2:])
@@ -71,7 +71,7 @@ def wait_for_index(store: Store, timeout: float = 300.0) -> float:
     """
     start = time.perf_counter()
     store.flush()
-    client = store._client  # noqa: SLF001 - the benchmark needs index progress, which Store does not expose
+    client = store._client
     while time.perf_counter() - start < timeout:
         info = client.describe_index(store.collection, "vector")
         if (info.get("indexed_rows", 0) >= info.get("total_rows", 0) and not info.get("pending_index_rows", 0)

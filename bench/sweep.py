@@ -7,8 +7,8 @@ re-run with ``--sweep`` (and in ``--full``) so a new machine can check them.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import subprocess
-import itertools
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import pytest
 
-from .milvus_server import TOKEN as SERVER_TOKEN, MilvusServer, launcher_python
+from .milvus_server import TOKEN as SERVER_TOKEN
+from .milvus_server import MilvusServer, launcher_python
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "samples" / "clothing"

@@ -97,7 +97,7 @@ class MilvusServer:
     def uri(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 180.0) -> "MilvusServer":
+    def start(self, timeout: float = 180.0) -> MilvusServer:
         free = _free_ports(len(_PORT_KEYS) + 2)
         ports = dict(zip(_PORT_KEYS, free))
         self.port = ports["proxy_port"]
@@ -185,7 +185,7 @@ class MilvusServer:
     def remove_data(self) -> None:
         shutil.rmtree(self.data_dir, ignore_errors=True)
 
-    def __enter__(self) -> "MilvusServer":
+    def __enter__(self) -> MilvusServer:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

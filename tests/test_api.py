@@ -428,7 +428,7 @@ def test_cached_thumbnails_of_changed_files_are_refused(tmp_path, tiny_model, mo
 
 
 def test_shutdown_leaves_the_store_open_while_the_indexer_still_runs(tmp_path, tiny_model, monkeypatch, caplog):
-    from pixsearch.indexer import IndexReport, Indexer
+    from pixsearch.indexer import Indexer, IndexReport
     from pixsearch.watch import BackgroundSync
 
     settings = build_index(tmp_path, tiny_model, index=False)

@@ -7,9 +7,22 @@ import math
 
 import pytest
 
-from pixsearch.eval import (average_precision, chance, hits_at_k, load_dataset, median_rank, overlap_at_k,
-                            precision_at_k, prompts_for, read_captions, recall_at_k, score_captions, score_labels,
-                            target_rank, EvalError)
+from pixsearch.eval import (
+    EvalError,
+    average_precision,
+    chance,
+    hits_at_k,
+    load_dataset,
+    median_rank,
+    overlap_at_k,
+    precision_at_k,
+    prompts_for,
+    read_captions,
+    recall_at_k,
+    score_captions,
+    score_labels,
+    target_rank,
+)
 
 from .conftest import SAMPLE_CSV, SAMPLES, run_cli
 

@@ -14,8 +14,16 @@ import pytest
 from pixsearch.images import load_image
 from pixsearch.models import ModelError, load_embedder, load_spec
 from pixsearch.models import quantize as quantize_module
-from pixsearch.models.quantize import (FIRST_BLOCK, MIN_COSINE, MLP_DOWN, Recipe, quantize_model, quantize_tower,
-                                       sample_images, top_k_overlap)
+from pixsearch.models.quantize import (
+    FIRST_BLOCK,
+    MIN_COSINE,
+    MLP_DOWN,
+    Recipe,
+    quantize_model,
+    quantize_tower,
+    sample_images,
+    top_k_overlap,
+)
 from pixsearch.models.variants import OVERLAY, overlay_dir
 
 from .conftest import CAPTIONS, SAMPLES, run_cli

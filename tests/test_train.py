@@ -11,8 +11,8 @@ from .conftest import SAMPLES, run_cli
 
 torch = pytest.importorskip("torch", reason="training needs the torch extra: pip install '.[torch]'")
 
-from pixsearch.trainkit import Reporter, split_indices  # noqa: E402
 from pixsearch.train import TrainInterrupted, TrainOptions, info_nce, train  # noqa: E402
+from pixsearch.trainkit import Reporter, split_indices  # noqa: E402
 
 
 def test_info_nce_known_values():

@@ -11,8 +11,9 @@ from __future__ import annotations
 import hmac
 import logging
 import time
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from typing import Any, AsyncIterator, Callable, Sequence
+from typing import Any
 
 from fastapi import Depends, FastAPI, File, Path, Query, Request, UploadFile
 from fastapi.encoders import jsonable_encoder
@@ -25,7 +26,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import __version__
 from .config import Settings
-from .indexer import IndexReport, Indexer
+from .indexer import Indexer, IndexReport
 from .search import QueryError
 from .service import Limits, NotFound, SearchService, hit_json, make_filters
 from .store import Hit, StoreError

@@ -8,8 +8,9 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Callable, Optional
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -18,6 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from .config import ConfigError, Settings, load_settings
+from .errors import PixsearchError
 from .models import REGISTRY, ModelError
 from .search import Filters, QueryError
 from .store import StoreError
@@ -29,15 +31,15 @@ err = Console(stderr=True)
 # pymilvus logs every failed RPC with a traceback; pixsearch reports failures itself, in one line.
 logging.getLogger("pymilvus").setLevel(logging.CRITICAL)
 
-DbOpt = Annotated[Optional[str], typer.Option("--db", help="Milvus URI: a file (Milvus Lite) or http://host:19530. Env: PIXSEARCH_DB.")]
-TokenOpt = Annotated[Optional[str], typer.Option("--token", help="Milvus token for a server. Env: PIXSEARCH_TOKEN.")]
-CollectionOpt = Annotated[Optional[str], typer.Option("--collection", help="Collection name (default: one per model).")]
-ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", help="Registry name, hf-hub:owner/repo or a model folder. Env: PIXSEARCH_MODEL.")]
-ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", help="ONNX Runtime threads (0: auto).")]
-PrecisionOpt = Annotated[Optional[str], typer.Option("--precision", help="fp32, int8 or auto.")]
+DbOpt = Annotated[str | None, typer.Option("--db", help="Milvus URI: a file (Milvus Lite) or http://host:19530. Env: PIXSEARCH_DB.")]
+TokenOpt = Annotated[str | None, typer.Option("--token", help="Milvus token for a server. Env: PIXSEARCH_TOKEN.")]
+CollectionOpt = Annotated[str | None, typer.Option("--collection", help="Collection name (default: one per model).")]
+ModelOpt = Annotated[str | None, typer.Option("--model", "-m", help="Registry name, hf-hub:owner/repo or a model folder. Env: PIXSEARCH_MODEL.")]
+ThreadsOpt = Annotated[int | None, typer.Option("--threads", help="ONNX Runtime threads (0: auto).")]
+PrecisionOpt = Annotated[str | None, typer.Option("--precision", help="fp32, int8 or auto.")]
 
 
-class UserError(Exception):
+class UserError(PixsearchError):
     """Anything the user can fix; printed as one line, no traceback."""
 
 
@@ -71,7 +73,7 @@ def _progress() -> Progress:
 def _install_interrupt(stop) -> None:
     """First Ctrl-C: finish the current batch and stop cleanly. Second: stop now."""
 
-    def handler(signum, frame):  # noqa: ARG001
+    def handler(signum, frame):
         if stop.is_set():
             raise KeyboardInterrupt
         stop.set()
@@ -86,8 +88,8 @@ def index(
     paths: Annotated[list[Path], typer.Argument(help="Folders, image files, or CSV files with id,path,label columns.")],
     db: DbOpt = None, token: TokenOpt = None, collection: CollectionOpt = None, model: ModelOpt = None,
     threads: ThreadsOpt = None, precision: PrecisionOpt = None,
-    batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Images per model call.")] = None,
-    workers: Annotated[Optional[int], typer.Option("--workers", help="Decoding threads (0: auto).")] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", help="Images per model call.")] = None,
+    workers: Annotated[int | None, typer.Option("--workers", help="Decoding threads (0: auto).")] = None,
     delete: Annotated[bool, typer.Option("--delete/--no-delete", help="Remove images whose files vanished.")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
     watch: Annotated[bool, typer.Option("--watch", help="Keep running and sync changes as they happen.")] = False,
@@ -180,13 +182,13 @@ def _print_hits(hits, as_json: bool) -> None:
 @app.command()
 @friendly_errors
 def search(
-    query: Annotated[Optional[str], typer.Argument(help="Words describing the picture, in the model's language(s).")] = None,
-    image: Annotated[Optional[Path], typer.Option("--image", "-i", help="Find images like this file.")] = None,
-    like: Annotated[Optional[str], typer.Option("--like", help="Find images like the indexed image with this id.")] = None,
+    query: Annotated[str | None, typer.Argument(help="Words describing the picture, in the model's language(s).")] = None,
+    image: Annotated[Path | None, typer.Option("--image", "-i", help="Find images like this file.")] = None,
+    like: Annotated[str | None, typer.Option("--like", help="Find images like the indexed image with this id.")] = None,
     k: Annotated[int, typer.Option("-k", "--top", help="Number of results.")] = 10,
-    min_score: Annotated[Optional[float], typer.Option("--min-score", help="Hide results scoring below this.")] = None,
-    folder: Annotated[Optional[str], typer.Option("--folder", help="Only images under this folder.")] = None,
-    label: Annotated[Optional[str], typer.Option("--label", help="Only images with this label.")] = None,
+    min_score: Annotated[float | None, typer.Option("--min-score", help="Hide results scoring below this.")] = None,
+    folder: Annotated[str | None, typer.Option("--folder", help="Only images under this folder.")] = None,
+    label: Annotated[str | None, typer.Option("--label", help="Only images with this label.")] = None,
     db: DbOpt = None, token: TokenOpt = None, collection: CollectionOpt = None, model: ModelOpt = None,
     threads: ThreadsOpt = None, precision: PrecisionOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print results as JSON.")] = False,

@@ -4,21 +4,20 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from .cli import (DbOpt, PrecisionOpt, ThreadsOpt, TokenOpt, UserError, console, err,
-                  friendly_errors, settings_from)
+from .cli import DbOpt, PrecisionOpt, ThreadsOpt, TokenOpt, UserError, console, err, friendly_errors, settings_from
 from .config import DEFAULT_MODEL
 from .eval import DEFAULT_KS, DEFAULT_TEMPLATES, EvalError
 
-TemplateOpt = Annotated[Optional[list[str]], typer.Option(
+TemplateOpt = Annotated[list[str] | None, typer.Option(
     "--template", help="Prompt template for label names, with {label}; repeat for several. "
                        "Default: 'a photo of a {label}'. Any language works if the model reads it.")]
-SplitOpt = Annotated[Optional[str], typer.Option("--split", help="Only CSV rows whose 'split' column has this value.")]
+SplitOpt = Annotated[str | None, typer.Option("--split", help="Only CSV rows whose 'split' column has this value.")]
 
 
 def _fmt(value) -> str:
@@ -83,17 +82,17 @@ def print_eval(result: dict) -> None:
 def eval_command(
     data: Annotated[Path, typer.Argument(help="Captions JSONL ({\"image\": path, \"captions\": [...]}), a folder "
                                               "with a sub-folder per label, or a CSV with path,label columns.")],
-    model: Annotated[Optional[list[str]], typer.Option("--model", "-m", help="Model to evaluate; repeat to compare "
+    model: Annotated[list[str] | None, typer.Option("--model", "-m", help="Model to evaluate; repeat to compare "
                                                                               "several side by side.")] = None,
     db: DbOpt = None, token: TokenOpt = None,
     exact: Annotated[bool, typer.Option("--exact", help="Also rank by brute force and report the ANN index's "
                                                         "recall against it.")] = False,
     template: TemplateOpt = None, split: SplitOpt = None,
-    k: Annotated[Optional[list[int]], typer.Option("--k", help="Cut-offs for recall/precision; repeatable.")] = None,
-    chart: Annotated[Optional[Path], typer.Option("--chart", help="PNG chart path (default: eval-<data>.png).")] = None,
+    k: Annotated[list[int] | None, typer.Option("--k", help="Cut-offs for recall/precision; repeatable.")] = None,
+    chart: Annotated[Path | None, typer.Option("--chart", help="PNG chart path (default: eval-<data>.png).")] = None,
     no_chart: Annotated[bool, typer.Option("--no-chart", help="Do not write a chart.")] = False,
     threads: ThreadsOpt = None, precision: PrecisionOpt = None,
-    batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Images per model call.")] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", help="Images per model call.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
 ) -> None:
     """Measure retrieval quality (Recall@k, precision@k, mAP) through the real index and search path."""
@@ -154,14 +153,14 @@ def train_command(
     data: Annotated[Path, typer.Argument(help="Captions JSONL, a folder with a sub-folder per label, or a CSV "
                                               "with path,label columns.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the trained model (use it as --model).")],
-    model: Annotated[Optional[str], typer.Option("--model", "-m", help="transformers checkpoint to fine-tune: a "
+    model: Annotated[str | None, typer.Option("--model", "-m", help="transformers checkpoint to fine-tune: a "
                                                  "folder, hf-hub:owner/repo, or a registry name of one.")] = None,
-    from_scratch: Annotated[Optional[str], typer.Option("--from-scratch", help="Train a new CLIP: preset tiny, "
+    from_scratch: Annotated[str | None, typer.Option("--from-scratch", help="Train a new CLIP: preset tiny, "
                                                         "small, vit-b-32, vit-b-16, or a CONFIG.json.")] = None,
     epochs: Annotated[int, typer.Option("--epochs")] = 5,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Pairs per step (more negatives help).")] = 64,
-    lr: Annotated[Optional[float], typer.Option("--lr", help="Default 1e-5 fine-tuning, 5e-4 from scratch.")] = None,
-    image_size: Annotated[Optional[int], typer.Option("--image-size", help="Input size (--from-scratch).")] = None,
+    lr: Annotated[float | None, typer.Option("--lr", help="Default 1e-5 fine-tuning, 5e-4 from scratch.")] = None,
+    image_size: Annotated[int | None, typer.Option("--image-size", help="Input size (--from-scratch).")] = None,
     freeze_image: Annotated[bool, typer.Option("--freeze-image", help="Keep the image tower fixed.")] = False,
     freeze_text: Annotated[bool, typer.Option("--freeze-text", help="Keep the text tower fixed.")] = False,
     val_split: Annotated[float, typer.Option("--val-split", help="Share of images held out for validation.")] = 0.1,
@@ -172,7 +171,7 @@ def train_command(
     augment: Annotated[bool, typer.Option("--augment/--no-augment", help="Random left-right flips.")] = True,
     restart: Annotated[bool, typer.Option("--restart", help="Discard an interrupted run in --output and "
                                                             "start over.")] = False,
-    threads: Annotated[Optional[int], typer.Option("--threads", help="torch threads (0: all cores).")] = None,
+    threads: Annotated[int | None, typer.Option("--threads", help="torch threads (0: all cores).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the training report as JSON.")] = False,
 ) -> None:
     """Fine-tune a CLIP-family model, or train one from scratch (Ctrl-C saves; re-running resumes)."""
@@ -203,4 +202,4 @@ def train_command(
                   highlight=False)
 
 
-__all__ = ["eval_command", "train_command", "EvalError"]
+__all__ = ["EvalError", "eval_command", "train_command"]

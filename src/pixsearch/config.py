@@ -11,15 +11,18 @@ from __future__ import annotations
 import dataclasses
 import os
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
+
+from .errors import PixsearchError
 
 ENV_PREFIX = "PIXSEARCH_"
 DEFAULT_MODEL = "ViT-B-32__openai"
 
 
-class ConfigError(ValueError):
+class ConfigError(PixsearchError, ValueError):
     """A setting has a value pixsearch cannot use; the message says which and why."""
 
 
@@ -57,7 +60,7 @@ class Settings:
     api_token: str = ""
     """When set, the REST API requires ``Authorization: Bearer <api_token>``."""
 
-    def with_overrides(self, values: Mapping[str, Any]) -> "Settings":
+    def with_overrides(self, values: Mapping[str, Any]) -> Settings:
         """Return a copy with every non-None value in *values* applied."""
         known = {f.name: f for f in fields(self)}
         changes: dict[str, Any] = {}

@@ -28,13 +28,15 @@ import os
 import statistics
 import tempfile
 import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Literal, Sequence
+from typing import Literal
 
 import numpy as np
 
 from .config import Settings
+from .errors import PixsearchError
 from .images import IMAGE_SUFFIXES
 
 DEFAULT_TEMPLATES = ("a photo of a {label}",)
@@ -45,7 +47,7 @@ CURVE_POINTS = 50
 _QUERY_CHUNK = 128
 
 
-class EvalError(ValueError):
+class EvalError(PixsearchError, ValueError):
     """Evaluation data or options pixsearch cannot use; the message says how to fix them."""
 
 

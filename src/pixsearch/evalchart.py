@@ -8,8 +8,8 @@ precision bars per model. Chance is drawn as a grey dashed line or tick.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import cv2
 import numpy as np

@@ -12,12 +12,15 @@ import functools
 import os
 import stat
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Literal
 
 import cv2
 import numpy as np
+
+from .errors import PixsearchError
 
 IMAGE_SUFFIXES = frozenset(
     {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".bmp", ".dib", ".tif", ".tiff", ".gif"}
@@ -34,7 +37,7 @@ _SIGNATURES: tuple[tuple[bytes, str], ...] = (
 )
 
 
-class ImageError(Exception):
+class ImageError(PixsearchError):
     """A file could not be used as an image. ``reason`` is short and says what is wrong.
 
     ``unreadable``: the bytes could not be read at all (permissions, I/O), which says

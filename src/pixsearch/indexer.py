@@ -20,10 +20,10 @@ import os
 import threading
 import time
 from collections import deque
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
 
 import numpy as np
 
@@ -237,7 +237,7 @@ class Indexer:
                 self._decode(work, data)
         except ImageError as exc:
             work.error, work.unreadable = exc.reason, exc.unreadable
-        except Exception as exc:  # noqa: BLE001 - one bad file must never stop the run
+        except Exception as exc:
             work.error = f"unexpected {type(exc).__name__}: {exc}"
         return work
 
@@ -281,7 +281,7 @@ class Indexer:
         state.report.seconds = time.perf_counter() - started
         return state.report
 
-    def _process(self, todo: list[SourceFile], state: "_RunState", progress: ProgressCallback | None) -> None:
+    def _process(self, todo: list[SourceFile], state: _RunState, progress: ProgressCallback | None) -> None:
         """Decode ahead in threads, embed in batches, write each batch as soon as it is done."""
         window = self.batch_size * 3
         pending: deque[Future[_Work]] = deque()
@@ -312,7 +312,7 @@ class Indexer:
                         future.cancel()
                     return
 
-    def _commit(self, batch: list[_Work], state: "_RunState") -> None:
+    def _commit(self, batch: list[_Work], state: _RunState) -> None:
         """Embed each new content once, reuse known vectors for the rest, upsert, then update the skip log."""
         if not batch:
             return
@@ -359,14 +359,14 @@ class Indexer:
         self.skips.forget([row["path"] for row in rows if row["path"] in state.skipped_before])
 
     @staticmethod
-    def _row(work: _Work, vector: np.ndarray, width: int, height: int, now: float, state: "_RunState") -> dict:
+    def _row(work: _Work, vector: np.ndarray, width: int, height: int, now: float, state: _RunState) -> dict:
         file = work.file
         label = file.label or state.existing.get(file.path, {}).get("label", "")  # a folder run keeps CSV labels
         return {"id": image_id(file.path), "vector": vector, "path": file.path, "label": label,
                 "size": file.size, "mtime": file.mtime, "width": int(width), "height": int(height),
                 "content_hash": work.digest, "indexed_at": now}
 
-    def _remove_vanished(self, scan: Scan, state: "_RunState") -> int:
+    def _remove_vanished(self, scan: Scan, state: _RunState) -> int:
         """Delete rows (and skip records) under the scanned roots whose files are gone."""
         scanned_paths = {f.path for f in scan.files}
         unseen = [path for path, _reason in scan.problems]  # could not be listed: absent is not gone

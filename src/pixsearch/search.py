@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .errors import PixsearchError
 from .images import decode_image
 from .models.base import Embedder
 from .store import Hit, Store, path_prefix_filter, quote
@@ -18,7 +19,7 @@ QUERY_MAX_PIXELS = 50_000_000
 """A query image (an upload) may not decode to more than this."""
 
 
-class QueryError(ValueError):
+class QueryError(PixsearchError, ValueError):
     """A query pixsearch refuses (empty, too long, unknown id, not an image...)."""
 
 

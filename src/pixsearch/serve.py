@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -37,13 +37,13 @@ def browser_url(host: str, port: int) -> str:
 def serve(
     db: DbOpt = None, token: TokenOpt = None, collection: CollectionOpt = None, model: ModelOpt = None,
     threads: ThreadsOpt = None,
-    host: Annotated[Optional[str], typer.Option(
+    host: Annotated[str | None, typer.Option(
         "--host", help="Address to listen on (default 127.0.0.1); --host 0.0.0.0 opens it to your network.")] = None,
-    port: Annotated[Optional[int], typer.Option("--port", help="Port to listen on (default 8000).")] = None,
-    api_token: Annotated[Optional[str], typer.Option(
+    port: Annotated[int | None, typer.Option("--port", help="Port to listen on (default 8000).")] = None,
+    api_token: Annotated[str | None, typer.Option(
         "--api-token", help="Require 'Authorization: Bearer TOKEN' on /api (and TOKEN as the page's password). "
                             "Env: PIXSEARCH_API_TOKEN.")] = None,
-    index: Annotated[Optional[list[Path]], typer.Option(
+    index: Annotated[list[Path] | None, typer.Option(
         "--index", help="Also index this folder (or CSV) in the background while serving; repeatable.")] = None,
     watch: Annotated[bool, typer.Option(
         "--watch", help="With --index: keep the index in sync with file changes while serving.")] = False,

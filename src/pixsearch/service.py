@@ -19,7 +19,7 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -91,7 +91,7 @@ class Stats:
         """ISO-8601 UTC time of the newest indexed row, or None for an empty index."""
         if self.last_indexed_at is None:
             return None
-        return datetime.fromtimestamp(self.last_indexed_at, tz=timezone.utc).isoformat(timespec="seconds")
+        return datetime.fromtimestamp(self.last_indexed_at, tz=UTC).isoformat(timespec="seconds")
 
 
 def make_filters(folder: str = "", label: str = "", min_score: float | None = None) -> Filters:
@@ -127,7 +127,7 @@ class SearchService:
         self._scanning = False
 
     @classmethod
-    def open(cls, settings: Settings, limits: Limits = Limits(), create: bool = False) -> "SearchService":
+    def open(cls, settings: Settings, limits: Limits = Limits(), create: bool = False) -> SearchService:
         """*create*: make the collection if missing (a server that indexes folders itself)."""
         return cls(open_workspace(settings, create=create), settings, limits)
 

@@ -17,11 +17,14 @@ import re
 import threading
 import time
 import warnings
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
+
+from .errors import PixsearchError
 
 # milvus-lite 2.5 imports pkg_resources, which warns on every start; the pin is deliberate (README).
 warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
@@ -32,7 +35,7 @@ MAX_PATH = 4096
 MAX_LABEL = 512
 
 
-class StoreError(Exception):
+class StoreError(PixsearchError):
     """The store cannot do what was asked; the message says why and what to do."""
 
 
@@ -174,7 +177,7 @@ class _Client:
                 return method(*args, **kwargs)
             except StoreError:
                 raise
-            except Exception as exc:  # noqa: BLE001 - MilvusException, grpc.RpcError, ...
+            except Exception as exc:
                 if not _is_milvus_error(exc):
                     raise
                 raise StoreError(_describe_failure(self._uri, name, exc)) from exc
@@ -202,7 +205,7 @@ def _grpc_code(exc: BaseException) -> str:
         if callable(code):
             try:
                 return str(getattr(code(), "name", code()))
-            except Exception:  # noqa: BLE001
+            except Exception:
                 return ""
         current = current.__cause__ or current.__context__
     return ""
@@ -211,7 +214,7 @@ def _grpc_code(exc: BaseException) -> str:
 def _describe_failure(uri: str, operation: str, exc: BaseException) -> str:
     message = _short(exc)
     grpc_code = _grpc_code(exc)
-    if grpc_code == "UNAUTHENTICATED" or "auth" in message.lower() and "fail" in message.lower():
+    if grpc_code == "UNAUTHENTICATED" or ("auth" in message.lower() and "fail" in message.lower()):
         return f"Milvus at {uri} refused the credentials ({message}); pass the right --token (user:password or API key)"
     if grpc_code in ("UNAVAILABLE", "DEADLINE_EXCEEDED") or "unavailable" in message or "Retry timeout" in message:
         return f"lost the connection to Milvus at {uri} during {operation} ({message}); is the server still running?"
@@ -253,7 +256,7 @@ class Store:
             if is_local_uri(uri):
                 _retain_lite(str(Path(uri).absolute().resolve()))  # released by Store.close
             return client
-        except Exception as exc:  # noqa: BLE001 - pymilvus raises many kinds; all mean "cannot connect"
+        except Exception as exc:
             code = _grpc_code(exc)
             if is_local_uri(uri):
                 hint = "check that the file's folder is writable"
@@ -270,13 +273,13 @@ class Store:
     def close(self) -> None:
         try:
             self._client.close()
-        except Exception:  # noqa: BLE001 - closing is best effort
+        except Exception:
             pass
         if self._lite_file:
             _release_lite(self._lite_file)
             self._lite_file = ""
 
-    def __enter__(self) -> "Store":
+    def __enter__(self) -> Store:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -379,7 +382,7 @@ class Store:
             return
         try:
             self._client.flush(self.collection)
-        except Exception:  # noqa: BLE001 - some backends flush on their own; not fatal
+        except Exception:
             pass
 
     # ------------------------------------------------------------------ reads
@@ -543,7 +546,7 @@ def _release_lite(path: str) -> None:
         from milvus_lite.server_manager import server_manager_instance
 
         server_manager_instance.release_server(path)
-    except Exception:  # noqa: BLE001 - best effort: the engine also stops with this process
+    except Exception:
         pass
 
 

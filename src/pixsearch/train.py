@@ -22,12 +22,14 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
+from .errors import PixsearchError
 from .eval import DEFAULT_TEMPLATES, Dataset, hits_at_k, load_dataset, prompts_for
 from .trainkit import CropCache, Reporter, make_optimizer, require_torch, save_checkpoint_dir, split_indices
 
@@ -35,7 +37,7 @@ STATE_DIR = ".pixsearch-train"
 MAX_LOGIT_SCALE = float(np.log(100.0))
 
 
-class TrainError(ValueError):
+class TrainError(PixsearchError, ValueError):
     """Training cannot start or go on; the message says what to change."""
 
 

@@ -19,7 +19,14 @@ from fastapi import FastAPI
 from .search import QueryError
 from .service import NotFound, SearchService, make_filters
 from .store import Hit, StoreError
-from .uploads import NOT_ALLOWED, FileDataGuard, UploadError, enable_gradio_upload_check, private_upload_dir, read_upload
+from .uploads import (
+    NOT_ALLOWED,
+    FileDataGuard,
+    UploadError,
+    enable_gradio_upload_check,
+    private_upload_dir,
+    read_upload,
+)
 
 Results = list[dict[str, Any]]
 """The hits shown in the gallery, in gallery order (JSON-safe, kept in a gr.State)."""

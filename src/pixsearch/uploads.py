@@ -28,6 +28,8 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from .errors import PixsearchError
+
 MAX_EVENT_BODY_BYTES = 1024 * 1024
 """A page event's JSON (query text, slider values, one FileData) is a few KiB; more is refused."""
 READ_SECONDS = 5.0
@@ -36,7 +38,7 @@ NOT_ALLOWED = ("file not allowed: the page only searches images uploaded to it; 
 UPLOAD_DIR_ENV = "GRADIO_TEMP_DIR"
 
 
-class UploadError(ValueError):
+class UploadError(PixsearchError, ValueError):
     """An upload that cannot be searched: refused, unreadable or too large (the message says which)."""
 
 

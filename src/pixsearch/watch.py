@@ -12,10 +12,10 @@ import logging
 import os
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from .images import IMAGE_SUFFIXES
-from .indexer import IndexReport, Indexer
+from .indexer import Indexer, IndexReport
 
 logger = logging.getLogger("pixsearch")
 
@@ -108,7 +108,7 @@ class BackgroundSync:
             self.on_report(report)
             if self.follow and not self.indexer.stop.is_set():
                 watch(self.indexer, [p for p in self.paths if os.path.isdir(p)], self.on_report)
-        except Exception:  # noqa: BLE001 - a background thread must say why it stopped
+        except Exception:
             logger.exception("background indexing of %s stopped", ", ".join(self.paths))
 
     def start(self) -> None:

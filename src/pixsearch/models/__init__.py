@@ -5,5 +5,14 @@ from .loader import ModelUnavailable, load_embedder, load_spec
 from .registry import REGISTRY, KnownModel
 from .spec import ModelError, ModelSpec
 
-__all__ = ["Embedder", "KnownModel", "ModelError", "ModelSpec", "ModelUnavailable", "REGISTRY",
-           "l2_normalize", "load_embedder", "load_spec"]
+__all__ = [
+           "REGISTRY",
+           "Embedder",
+           "KnownModel",
+           "ModelError",
+           "ModelSpec",
+           "ModelUnavailable",
+           "l2_normalize",
+           "load_embedder",
+           "load_spec",
+]

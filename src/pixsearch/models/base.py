@@ -8,7 +8,7 @@ L2-normalised float32 rows (so inner product == cosine similarity).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

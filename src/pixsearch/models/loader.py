@@ -70,11 +70,11 @@ def download(name: str, repo: str, cache_dir: Path, layout: str | None = None) -
     options = dict(cache_dir=cache_dir / "hub", allow_patterns=allow, ignore_patterns=ignore or None)
     try:
         return Path(snapshot_download(repo, local_files_only=True, **options))
-    except Exception:  # noqa: BLE001 - not cached yet; try the network next
+    except Exception:
         pass
     try:
         return Path(snapshot_download(repo, **options))
-    except Exception as exc:  # noqa: BLE001 - any hub failure means the same thing to the user
+    except Exception as exc:
         reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
         raise ModelUnavailable(
             f"model {name!r} is not available here: downloading https://huggingface.co/{repo} failed "

@@ -23,9 +23,10 @@ import re
 import shutil
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Optional, Sequence
+from typing import Annotated
 
 import numpy as np
 import typer
@@ -361,7 +362,7 @@ def _read_queries(path: Path | None) -> list[str]:
 def quantize_command(
     model: Annotated[str, typer.Option("--model", "-m", help="Model name, hf-hub:owner/repo or folder, any layout.")],
     images: Annotated[Path, typer.Option("--images", help="Folder of real photos to verify on (a few dozen of yours).")],
-    queries: Annotated[Optional[Path], typer.Option("--queries", help="Text file, one verification query per line.")] = None,
+    queries: Annotated[Path | None, typer.Option("--queries", help="Text file, one verification query per line.")] = None,
     limit: Annotated[int, typer.Option("--limit", help="At most this many sample images.")] = 64,
     threads: Annotated[int, typer.Option("--threads", help="ONNX Runtime threads (0: auto).")] = 0,
 ) -> None:

@@ -9,8 +9,9 @@ on the given texts, so nothing is downloaded.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 PRESETS: dict[str, dict[str, Any]] = {
     # For unit tests: a few hundred kB, milliseconds per batch.

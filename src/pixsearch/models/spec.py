@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..errors import PixsearchError
 from ..images import PreprocessConfig
 
 MANIFEST = "pixsearch.json"
@@ -27,7 +28,7 @@ FORMAT = "pixsearch-onnx"
 FORMAT_VERSION = 1
 
 
-class ModelError(Exception):
+class ModelError(PixsearchError):
     """A model cannot be used; the message names it and says what to do."""
 
 
