@@ -11,15 +11,13 @@ import pytest
 
 from pixsearch.images import (
     ImageError,
-    PreprocessConfig,
     decode_image,
     exif_orientation,
     header_size,
     jpeg_size,
     load_image,
-    resize_and_crop,
-    to_model_input,
 )
+from pixsearch.models.preprocess import PreprocessConfig, resize_and_crop, to_model_input
 
 from .conftest import sample_images
 

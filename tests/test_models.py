@@ -23,7 +23,7 @@ def torch_embeddings(checkpoint, embedder, images, texts):
 
     model = AutoModel.from_pretrained(checkpoint).eval()
     pixels = torch.from_numpy(np.stack([embedder.prepare(img) for img in images]))
-    from pixsearch.images import to_model_input
+    from pixsearch.models.preprocess import to_model_input
 
     batch = torch.from_numpy(to_model_input(list(pixels.numpy()), embedder.preprocess))
     ids, mask = embedder.tokenize(texts)

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .images import ImageError, PreprocessConfig, load_image, resize_and_crop, to_model_input
+from .images import ImageError, load_image
+from .models.preprocess import PreprocessConfig, resize_and_crop, to_model_input
 from .models.spec import IMAGE_PROCESSOR_FILE, PROCESSOR_FILE
 
 

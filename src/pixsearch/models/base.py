@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..images import PreprocessConfig, resize_and_crop
+from .preprocess import PreprocessConfig, resize_and_crop
 
 
 def l2_normalize(vectors: np.ndarray) -> np.ndarray:

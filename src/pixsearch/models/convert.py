@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from ..images import PreprocessConfig
+from .preprocess import PreprocessConfig
 from .spec import ModelError, ModelSpec, TextSpec, TowerSpec, read_hf_preprocess
 
 SUPPORTED_TYPES = ("clip", "siglip", "chinese_clip")

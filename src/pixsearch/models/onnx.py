@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..images import to_model_input
 from .base import Embedder, l2_normalize
+from .preprocess import to_model_input
 from .spec import ModelError, ModelSpec
 
 _INT_TYPES = {"tensor(int64)": np.int64, "tensor(int32)": np.int32}

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import PixsearchError
-from ..images import PreprocessConfig
+from .preprocess import PreprocessConfig
 
 MANIFEST = "pixsearch.json"
 FORMAT = "pixsearch-onnx"

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..images import PreprocessConfig
+from .preprocess import PreprocessConfig
 from .spec import ModelError, ModelSpec, TextSpec, TowerSpec, read_hf_preprocess
 
 
