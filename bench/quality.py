@@ -60,10 +60,10 @@ def _split_captions(source: Path, tmp: Path, held_out: float = 0.2) -> tuple[Pat
 def _train_pair(data: Path, out: Path, preset: str, epochs: int, lr: float, cache: Path,
                 templates: tuple[str, ...]) -> tuple[Path, Path, dict]:
     """(untrained, trained, report): the untrained model is the exact initial state of the trained one."""
-    from pixsearch.eval import load_dataset
     from pixsearch.models.scratch import new_clip_checkpoint
-    from pixsearch.train import TrainOptions, examples_from, subset, train
-    from pixsearch.trainkit import split_indices
+    from pixsearch.quality.datasets import load_dataset
+    from pixsearch.quality.examples import examples_from, split_indices, subset
+    from pixsearch.quality.train import TrainOptions, train
 
     options = TrainOptions(data=data, output=out / "trained", from_scratch=preset, epochs=epochs, lr=lr,
                            batch_size=64, val_split=0.1, patience=0, templates=templates, cache_dir=cache)
@@ -81,8 +81,8 @@ def _train_pair(data: Path, out: Path, preset: str, epochs: int, lr: float, cach
 
 def _evaluate(data: Path, models: list[Path], cache: Path, chart: Path) -> dict:
     from pixsearch.config import Settings
-    from pixsearch.eval import run_eval
-    from pixsearch.evalchart import save_chart
+    from pixsearch.quality.chart import save_chart
+    from pixsearch.quality.eval import run_eval
 
     result = run_eval(data, [str(m) for m in models], Settings(cache_dir=str(cache)), exact=True)
     result["chart"] = str(save_chart(result, chart))

@@ -7,20 +7,15 @@ import math
 
 import pytest
 
-from pixsearch.eval import (
-    EvalError,
+from pixsearch.quality.datasets import EvalError, load_dataset, prompts_for, read_captions
+from pixsearch.quality.eval import chance, score_captions, score_labels
+from pixsearch.quality.metrics import (
     average_precision,
-    chance,
     hits_at_k,
-    load_dataset,
     median_rank,
     overlap_at_k,
     precision_at_k,
-    prompts_for,
-    read_captions,
     recall_at_k,
-    score_captions,
-    score_labels,
     target_rank,
 )
 

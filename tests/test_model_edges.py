@@ -154,7 +154,7 @@ def test_processor_file_choice(tmp_path):
 def test_trained_export_keeps_the_nested_processor(nested_processor_checkpoint, tmp_path):
     """`pixsearch train` re-saves a checkpoint beside its base's processor settings, in either layout."""
     from pixsearch.models.convert import load_checkpoint
-    from pixsearch.trainkit import save_checkpoint_dir
+    from pixsearch.quality.checkpoint import save_checkpoint_dir
 
     checkpoint = load_checkpoint(nested_processor_checkpoint)
     out = tmp_path / "trained"

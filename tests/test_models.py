@@ -19,7 +19,7 @@ def torch_embeddings(checkpoint, embedder, images, texts):
     import torch
     from transformers import AutoModel
 
-    from pixsearch.models.convert import _features
+    from pixsearch.models.convert import tower_features
 
     model = AutoModel.from_pretrained(checkpoint).eval()
     pixels = torch.from_numpy(np.stack([embedder.prepare(img) for img in images]))
@@ -28,8 +28,8 @@ def torch_embeddings(checkpoint, embedder, images, texts):
     batch = torch.from_numpy(to_model_input(list(pixels.numpy()), embedder.preprocess))
     ids, mask = embedder.tokenize(texts)
     with torch.no_grad():
-        image = _features(model.get_image_features(pixel_values=batch)).numpy()
-        text = _features(model.get_text_features(input_ids=torch.from_numpy(ids),
+        image = tower_features(model.get_image_features(pixel_values=batch)).numpy()
+        text = tower_features(model.get_text_features(input_ids=torch.from_numpy(ids),
                                                  attention_mask=torch.from_numpy(mask))).numpy()
     norm = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True)  # noqa: E731
     return norm(image), norm(text)

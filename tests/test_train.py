@@ -11,8 +11,9 @@ from .conftest import SAMPLES, run_cli
 
 torch = pytest.importorskip("torch", reason="training needs the torch extra: pip install '.[torch]'")
 
-from pixsearch.train import TrainInterrupted, TrainOptions, info_nce, train  # noqa: E402
-from pixsearch.trainkit import Reporter, split_indices  # noqa: E402
+from pixsearch.quality.examples import split_indices  # noqa: E402
+from pixsearch.quality.train import TrainInterrupted, TrainOptions, train  # noqa: E402
+from pixsearch.quality.trainkit import SilentReporter, info_nce  # noqa: E402
 
 
 def test_info_nce_known_values():
@@ -43,7 +44,7 @@ def test_split_indices_is_seeded_and_disjoint():
         split_indices(10, 1.0, seed=0)
 
 
-class _StopAfter(Reporter):
+class _StopAfter(SilentReporter):
     """Simulates Ctrl-C after a number of optimiser steps."""
 
     def __init__(self, steps: int):

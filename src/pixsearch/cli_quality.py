@@ -1,4 +1,7 @@
-"""``pixsearch eval`` and ``pixsearch train``: flag parsing and printing; the work is in eval.py and train.py."""
+"""``pixsearch eval`` and ``pixsearch train``: flag parsing and printing.
+
+The work is in quality/eval.py and quality/train.py.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +15,8 @@ from rich.table import Table
 
 from .cli import DbOpt, PrecisionOpt, ThreadsOpt, TokenOpt, UserError, console, err, friendly_errors, settings_from
 from .config import DEFAULT_MODEL
-from .eval import DEFAULT_KS, DEFAULT_TEMPLATES, EvalError
+from .quality.datasets import DEFAULT_TEMPLATES, EvalError
+from .quality.eval import DEFAULT_KS
 
 TemplateOpt = Annotated[list[str] | None, typer.Option(
     "--template", help="Prompt template for label names, with {label}; repeat for several. "
@@ -96,8 +100,8 @@ def eval_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
 ) -> None:
     """Measure retrieval quality (Recall@k, precision@k, mAP) through the real index and search path."""
-    from .eval import run_eval
-    from .evalchart import save_chart
+    from .quality.chart import save_chart
+    from .quality.eval import run_eval
 
     settings = settings_from(token=token, threads=threads, precision=precision, batch_size=batch_size)
     models = model or [settings.model or DEFAULT_MODEL]
@@ -175,7 +179,7 @@ def train_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print the training report as JSON.")] = False,
 ) -> None:
     """Fine-tune a CLIP-family model, or train one from scratch (Ctrl-C saves; re-running resumes)."""
-    from .train import TrainInterrupted, TrainOptions, train
+    from .quality.train import TrainInterrupted, TrainOptions, train
 
     if bool(model) == bool(from_scratch):
         raise UserError("give exactly one of --model CHECKPOINT (fine-tune) or --from-scratch PRESET")

@@ -18,23 +18,12 @@ from typing import Any
 
 import numpy as np
 
+from .extras import require_torch
 from .preprocess import PreprocessConfig
 from .spec import ModelError, ModelSpec, TextSpec, TowerSpec, read_hf_preprocess
 
 SUPPORTED_TYPES = ("clip", "siglip", "chinese_clip")
 MIN_COSINE = 0.999
-
-
-def _require_torch():
-    try:
-        import torch  # noqa: F401
-        import transformers
-    except ImportError as exc:
-        raise ModelError(
-            "converting a transformers checkpoint to ONNX needs the torch extra: "
-            "pip install 'pixsearch[torch]' (CPU torch 2.13.0), then run the command again"
-        ) from exc
-    transformers.utils.logging.disable_progress_bar()
 
 
 def checkpoint_fingerprint(directory: Path) -> str:
@@ -59,7 +48,7 @@ def checkpoint_content_id(directory: Path) -> str:
     return digest.hexdigest()
 
 
-def _features(output):
+def tower_features(output):
     """transformers 4 returns a tensor from get_*_features, transformers 5 a ModelOutput."""
     import torch
 
@@ -75,7 +64,7 @@ def _towers(model):
             self.model = model
 
         def forward(self, pixel_values):
-            return _features(self.model.get_image_features(pixel_values=pixel_values))
+            return tower_features(self.model.get_image_features(pixel_values=pixel_values))
 
     class TextTower(torch.nn.Module):
         def __init__(self):
@@ -83,7 +72,7 @@ def _towers(model):
             self.model = model
 
         def forward(self, input_ids, attention_mask):
-            return _features(self.model.get_text_features(input_ids=input_ids, attention_mask=attention_mask))
+            return tower_features(self.model.get_text_features(input_ids=input_ids, attention_mask=attention_mask))
 
     return ImageTower().eval(), TextTower().eval()
 
@@ -169,7 +158,7 @@ def load_checkpoint(src: Path) -> Checkpoint:
     settings (image size and mean/std are never guessed; either transformers layout is read,
     see ``spec.hf_image_processor_file``), a slow tokenizer.
     """
-    _require_torch()
+    require_torch("converting a transformers checkpoint to ONNX")
     from transformers import AutoConfig, AutoModel, AutoTokenizer
 
     config = AutoConfig.from_pretrained(src, local_files_only=True)

@@ -14,12 +14,11 @@ from pathlib import Path
 
 from .convert import convert_cached
 from .onnx import OnnxEmbedder
-from .registry import REGISTRY
-from .spec import ModelError, ModelSpec, detect_layout, read_pixsearch_dir
+from .ref import ModelRef, parse_model_ref
+from .spec import Layout, ModelError, ModelSpec, detect_layout, read_pixsearch_dir
 from .thirdparty import read_immich_dir, read_transformersjs_dir
 from .variants import with_overlay
 
-HUB_PREFIX = "hf-hub:"
 _CONFIG_FILES = ["*.json", "*.txt", "*.model"]
 HUB_CLI_NAMES = ("hf", "huggingface-cli")
 """Console scripts huggingface_hub has shipped, newest first (1.0 dropped ``huggingface-cli``)."""
@@ -83,21 +82,25 @@ def download(name: str, repo: str, cache_dir: Path, layout: str | None = None) -
         ) from exc
 
 
+def fetch_model_dir(ref: ModelRef, cache_dir: Path, layout: Layout | None = None) -> Path:
+    """The local directory holding the model *ref* names, downloading hub files once.
+
+    *layout*: the layout the caller needs (training: ``transformers``); by default a
+    registry entry's own layout, and every file of a plain hub repository.
+    """
+    if ref.path is not None:
+        return ref.path
+    if ref.repo is None:  # pragma: no cover - parse_model_ref sets a path or a repo
+        raise ModelError(f"--model {ref.text!r}: neither a folder nor a hub repository")
+    if layout is None and ref.known is not None:
+        layout = ref.known.layout
+    return download(ref.text, ref.repo, cache_dir, layout)
+
+
 def resolve_model_dir(name: str, cache_dir: Path) -> tuple[Path, str | None]:
     """The local directory holding model *name*, and the model id to record (None: from the files)."""
-    local = Path(name).expanduser()
-    if local.is_dir():
-        return local, None
-    if name.startswith(HUB_PREFIX):
-        repo = name[len(HUB_PREFIX):]
-        return download(name, repo, cache_dir), repo.replace("/", "__")
-    known = REGISTRY.get(name)
-    if known is not None:
-        return download(name, known.repo, cache_dir, known.layout), known.name
-    if local.exists() or "/" in name or name.startswith("."):
-        raise ModelError(f"--model {name!r}: no such directory")
-    raise ModelError(f"unknown model {name!r}: run `pixsearch models` for the names pixsearch knows, "
-                     f"use {HUB_PREFIX}owner/repo, or pass a local model directory")
+    ref = parse_model_ref(name)
+    return fetch_model_dir(ref, cache_dir), ref.model_id
 
 
 def load_spec(name: str, cache_dir: Path) -> ModelSpec:

@@ -8,14 +8,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .spec import Layout
+
 
 @dataclass(frozen=True)
 class KnownModel:
     name: str
     repo: str
     """Hugging Face Hub repository holding the ONNX export."""
-    layout: str
-    """immich or transformers.js (see spec.py)."""
+    layout: Layout
+    """immich, transformers.js or transformers (see spec.py)."""
     dim: int
     languages: str
     summary: str

@@ -13,6 +13,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from .extras import require_torch
+
 PRESETS: dict[str, dict[str, Any]] = {
     # For unit tests: a few hundred kB, milliseconds per batch.
     "tiny": {"image_size": 32, "patch_size": 8, "vision_width": 32, "vision_layers": 2, "vision_heads": 4,
@@ -68,11 +70,9 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 4096):
 def new_clip_checkpoint(out_dir: Path, preset: str | dict[str, Any] = "tiny", texts: Iterable[str] = (),
                         seed: int = 0, vocab_size: int = 4096) -> Path:
     """Write a randomly initialised CLIP (transformers format, with tokenizer and preprocessor) to *out_dir*."""
-    import torch
-    import transformers
+    torch = require_torch("making a new CLIP checkpoint (--from-scratch, benchmarks, tests)")
     from transformers import CLIPConfig, CLIPModel
 
-    transformers.utils.logging.disable_progress_bar()
     p = read_preset(preset) if isinstance(preset, str) else dict(preset)
     tokenizer = train_tokenizer(texts, vocab_size=vocab_size)
     torch.manual_seed(seed)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from ..errors import PixsearchError
 from .preprocess import PreprocessConfig
@@ -26,6 +26,11 @@ from .preprocess import PreprocessConfig
 MANIFEST = "pixsearch.json"
 FORMAT = "pixsearch-onnx"
 FORMAT_VERSION = 1
+
+Layout = Literal["pixsearch", "immich", "transformers.js", "transformers"]
+"""The model-folder layouts pixsearch reads (see the module doc)."""
+Tower = Literal["image", "text"]
+"""The two towers of a CLIP-family model."""
 
 
 class ModelError(PixsearchError):
@@ -201,7 +206,7 @@ def is_transformers_dir(directory: Path) -> bool:
     return (directory / "config.json").is_file() and has_weights
 
 
-def detect_layout(directory: Path) -> str:
+def detect_layout(directory: Path) -> Layout:
     """Name the layout of a model directory: pixsearch, immich, transformers.js or transformers."""
     if (directory / MANIFEST).is_file():
         return "pixsearch"

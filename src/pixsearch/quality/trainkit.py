@@ -1,47 +1,40 @@
-"""Plumbing for ``pixsearch train``: torch check, data split, decoded-crop cache, progress hooks, saving.
+"""Plumbing for ``pixsearch train``: errors, progress hooks, the decoded-crop cache, loss and optimiser.
 
-Kept apart from train.py so the training logic reads on its own.
+Kept apart from train.py so the training logic reads on its own. torch is only
+imported inside the functions that need it (it is the optional ``torch`` extra).
 """
 
 from __future__ import annotations
 
+import math
 import os
-import shutil
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
+import numpy.typing as npt
 
-from .images import ImageError, load_image
-from .models.preprocess import PreprocessConfig, resize_and_crop, to_model_input
-from .models.spec import IMAGE_PROCESSOR_FILE, PROCESSOR_FILE
+from ..errors import PixsearchError
+from ..images import ImageError, load_image
+from ..models.preprocess import PreprocessConfig, resize_and_crop, to_model_input
 
+if TYPE_CHECKING:
+    import torch
 
-def require_torch():
-    """The torch module, or an error that says how to install it (torch is an optional extra)."""
-    try:
-        import torch
-        import transformers
-    except ImportError as exc:
-        from .models.spec import ModelError
-
-        raise ModelError("`pixsearch train` needs the torch extra: pip install 'pixsearch[torch]' "
-                         "(CPU torch 2.13.0; a CUDA build of torch is used when installed)") from exc
-    transformers.utils.logging.disable_progress_bar()
-    return torch
+Crop = npt.NDArray[np.uint8]
 
 
-def split_indices(count: int, fraction: float, seed: int) -> tuple[list[int], list[int]]:
-    """(train, validation) indices: a seeded shuffle, at least two items left for training."""
-    if not 0.0 <= fraction < 1.0:
-        raise ValueError(f"--val-split must be in [0, 1), got {fraction}")
-    order = np.random.default_rng(seed).permutation(count).tolist()
-    n_val = min(int(round(count * fraction)), max(0, count - 2))
-    return sorted(order[n_val:]), sorted(order[:n_val])
+class TrainError(PixsearchError, ValueError):
+    """Training cannot start or go on; the message says what to change."""
 
 
-class Reporter:
+class TrainInterrupted(Exception):
+    """Training stopped early on request; its state was saved and the same command resumes it."""
+
+
+class Reporter(Protocol):
     """Progress hooks; the CLI draws a progress bar, tests and benchmarks may stay silent."""
 
     def start(self, total_steps: int, done: int) -> None:
@@ -60,6 +53,25 @@ class Reporter:
         """Something the user should read (skipped files, resume, early stop)."""
 
 
+class SilentReporter:
+    """A Reporter that ignores everything; subclass it to hear only some of the hooks."""
+
+    def start(self, total_steps: int, done: int) -> None:
+        pass
+
+    def step(self, loss: float, epoch: int) -> None:
+        pass
+
+    def epoch(self, epoch: int, loss: float, val_score: float | None, improved: bool) -> None:
+        pass
+
+    def decoding(self, done: int, total: int) -> None:
+        pass
+
+    def message(self, text: str) -> None:
+        pass
+
+
 class CropCache:
     """Model-sized uint8 crops, made by the same functions indexing uses.
 
@@ -69,19 +81,19 @@ class CropCache:
     """
 
     def __init__(self, cfg: PreprocessConfig, limit_mb: int = 2048, reporter: Reporter | None = None,
-                 workers: int = 0):
+                 workers: int = 0) -> None:
         self.cfg = cfg
         self.limit = limit_mb * 2**20
-        self.reporter = reporter or Reporter()
+        self.reporter: Reporter = reporter or SilentReporter()
         self.workers = workers or max(2, os.cpu_count() or 2)
         self.min_side = cfg.shortest_edge or min(cfg.size)
-        self._crops: dict[str, np.ndarray] = {}
+        self._crops: dict[str, Crop] = {}
         self._usable: set[str] = set()
 
-    def _decode(self, path: str) -> np.ndarray:
+    def _decode(self, path: str) -> Crop:
         return np.ascontiguousarray(resize_and_crop(load_image(Path(path), min_side=self.min_side).rgb, self.cfg))
 
-    def _try(self, path: str) -> tuple[str, np.ndarray | None, str]:
+    def _try(self, path: str) -> tuple[str, Crop | None, str]:
         try:
             return path, self._decode(path), ""
         except ImageError as exc:
@@ -108,22 +120,43 @@ class CropCache:
     def has(self, path: str) -> bool:
         return path in self._usable
 
-    def crop(self, path: str) -> np.ndarray:
+    def crop(self, path: str) -> Crop:
         cached = self._crops.get(path)
         return cached if cached is not None else self._decode(path)
 
-    def batch(self, paths: Sequence[str], flips: Sequence[bool] | None) -> np.ndarray:
+    def batch(self, paths: Sequence[str], flips: Sequence[bool] | None) -> npt.NDArray[np.float32]:
         """Normalised N x 3 x H x W float32 model input, optionally mirrored left-right per item."""
         crops = [self.crop(p) for p in paths]
         if flips is not None:
-            crops = [c[:, ::-1] if flip else c for c, flip in zip(crops, flips)]
+            crops = [c[:, ::-1] if flip else c for c, flip in zip(crops, flips, strict=True)]
         return to_model_input(crops, self.cfg)
 
 
-def make_optimizer(params: list, lr: float, weight_decay: float, total_steps: int):
-    """AdamW (no decay on biases, norms and the logit scale) with linear warm-up, then cosine decay."""
-    import math
+def info_nce(image_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale: torch.Tensor,
+             groups: torch.Tensor | None = None) -> torch.Tensor:
+    """Symmetric InfoNCE over a batch; pairs with the same *groups* id are all positives.
 
+    *groups* None means every pair is its own group (plain CLIP loss). The target of
+    each row is uniform over its positives, so duplicate captions are not negatives.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    image_emb = F.normalize(image_emb, dim=-1)
+    text_emb = F.normalize(text_emb, dim=-1)
+    logits = logit_scale * image_emb @ text_emb.T
+    if groups is None:
+        groups = torch.arange(len(logits), device=logits.device)
+    positives = (groups[:, None] == groups[None, :]).to(logits.dtype)
+    targets = positives / positives.sum(dim=1, keepdim=True)
+    image_loss = -(targets * F.log_softmax(logits, dim=1)).sum(dim=1).mean()
+    text_loss = -(targets.T * F.log_softmax(logits.T, dim=1)).sum(dim=1).mean()
+    return (image_loss + text_loss) / 2
+
+
+def make_optimizer(params: list[torch.nn.Parameter], lr: float, weight_decay: float,
+                   total_steps: int) -> tuple[torch.optim.AdamW, torch.optim.lr_scheduler.LambdaLR]:
+    """AdamW (no decay on biases, norms and the logit scale) with linear warm-up, then cosine decay."""
     import torch
 
     decay = [p for p in params if p.ndim >= 2]
@@ -139,23 +172,3 @@ def make_optimizer(params: list, lr: float, weight_decay: float, total_steps: in
         return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
-def save_checkpoint_dir(model, tokenizer, base: Path, output: Path) -> None:
-    """Write a complete transformers checkpoint into *output*, file by file atomically.
-
-    Everything is written to a scratch folder first and then moved over the old files,
-    so an interruption leaves either the previous or the new version of each file.
-    """
-    scratch = output / ".pixsearch-train" / "export-tmp"
-    shutil.rmtree(scratch, ignore_errors=True)
-    scratch.mkdir(parents=True)
-    model.save_pretrained(scratch)
-    tokenizer.save_pretrained(scratch)
-    for name in (IMAGE_PROCESSOR_FILE, PROCESSOR_FILE):  # either transformers layout (spec.hf_image_processor_file)
-        if (base / name).is_file():
-            shutil.copyfile(base / name, scratch / name)
-    for path in scratch.iterdir():
-        if path.is_file():
-            os.replace(path, output / path.name)
-    shutil.rmtree(scratch, ignore_errors=True)

@@ -10,26 +10,34 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
+import numpy.typing as npt
+
+Image = npt.NDArray[np.uint8]
+Color = tuple[int, int, int]
 
 WIDTH, HEIGHT = 960, 540
 MARGIN_LEFT, MARGIN_RIGHT, MARGIN_TOP, MARGIN_BOTTOM = 70, 30, 60, 80
 FONT = cv2.FONT_HERSHEY_SIMPLEX
-PALETTE = [(180, 119, 31), (14, 127, 255), (44, 160, 44), (40, 39, 214), (189, 103, 148), (75, 86, 140)]
+PALETTE: list[Color] = [(180, 119, 31), (14, 127, 255), (44, 160, 44), (40, 39, 214), (189, 103, 148), (75, 86, 140)]
 """Tableau colours, in OpenCV's BGR order."""
-BLACK, GREY, LIGHT = (30, 30, 30), (150, 150, 150), (225, 225, 225)
+BLACK: Color = (30, 30, 30)
+GREY: Color = (150, 150, 150)
+LIGHT: Color = (225, 225, 225)
 
 
-def _text(img: np.ndarray, text: str, x: int, y: int, scale: float = 0.45, color=BLACK, center: bool = False) -> None:
+def _text(img: Image, text: str, x: int, y: int, scale: float = 0.45, color: Color = BLACK,
+          center: bool = False) -> None:
     if center:
         (width, _), _ = cv2.getTextSize(text, FONT, scale, 1)
         x -= width // 2
     cv2.putText(img, text, (int(x), int(y)), FONT, scale, color, 1, cv2.LINE_AA)
 
 
-def _dashed(img: np.ndarray, p0: tuple[int, int], p1: tuple[int, int], color=GREY, dash: int = 6) -> None:
+def _dashed(img: Image, p0: tuple[int, int], p1: tuple[int, int], color: Color = GREY, dash: int = 6) -> None:
     length = max(1, int(np.hypot(p1[0] - p0[0], p1[1] - p0[1])))
     for start in range(0, length, 2 * dash):
         a, b = start / length, min(1.0, (start + dash) / length)
@@ -41,7 +49,7 @@ def _dashed(img: np.ndarray, p0: tuple[int, int], p1: tuple[int, int], color=GRE
 class _Axes:
     """Maps data coordinates (x in [x0, x1], y in [0, 1]) to pixels and draws the frame."""
 
-    def __init__(self, img: np.ndarray, x0: float, x1: float, title: str, ylabel: str):
+    def __init__(self, img: Image, x0: float, x1: float, title: str, ylabel: str) -> None:
         self.img, self.x0, self.x1 = img, x0, x1
         self.left, self.right = MARGIN_LEFT, WIDTH - MARGIN_RIGHT
         self.top, self.bottom = MARGIN_TOP, HEIGHT - MARGIN_BOTTOM
@@ -61,7 +69,7 @@ class _Axes:
         return int(self.bottom - max(0.0, min(1.0, value)) * (self.bottom - self.top))
 
 
-def _legend(img: np.ndarray, names: Sequence[str], chance_label: str) -> None:
+def _legend(img: Image, names: Sequence[str], chance_label: str) -> None:
     x = MARGIN_LEFT
     for index, name in enumerate([*names, chance_label]):
         color = PALETTE[index % len(PALETTE)] if index < len(names) else GREY
@@ -72,12 +80,12 @@ def _legend(img: np.ndarray, names: Sequence[str], chance_label: str) -> None:
         x += width + 50
 
 
-def _where(result: dict) -> str:
+def _where(result: dict[str, Any]) -> str:
     """The data's last two path parts: enough to tell test/ from train/ without a long path."""
     return "/".join(Path(result["dataset"]).parts[-2:])
 
 
-def recall_chart(result: dict) -> np.ndarray:
+def recall_chart(result: dict[str, Any]) -> Image:
     """Recall@k against k for every model, with the chance line k/N."""
     img = np.full((HEIGHT, WIDTH, 3), 255, np.uint8)
     curves = [m["ann"]["curve"] for m in result["models"]]
@@ -96,7 +104,7 @@ def recall_chart(result: dict) -> np.ndarray:
     return img
 
 
-def label_chart(result: dict) -> np.ndarray:
+def label_chart(result: dict[str, Any]) -> Image:
     """Per-label precision@k (largest k) bars, one per model, with each label's chance as a grey tick."""
     img = np.full((HEIGHT, WIDTH, 3), 255, np.uint8)
     k = max(result["ks"])
@@ -120,7 +128,7 @@ def label_chart(result: dict) -> np.ndarray:
     return img
 
 
-def save_chart(result: dict, path: Path) -> Path:
+def save_chart(result: dict[str, Any], path: Path) -> Path:
     """Draw the chart that fits *result*'s data kind and write it as a PNG."""
     img = recall_chart(result) if result["kind"] == "captions" else label_chart(result)
     path.parent.mkdir(parents=True, exist_ok=True)
