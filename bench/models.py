@@ -98,7 +98,8 @@ def text_embedders(preset: str) -> dict:
 
     spec = model_spec(ensure_onnx(preset))
     embedders = {"fp32": OnnxEmbedder(spec, variant="fp32")}
-    if spec.variants.get("int8", {}).get("text_recipe", "fp32") != "fp32":
+    int8 = spec.variants.get("int8")
+    if int8 is not None and int8.text_recipe != "fp32":
         embedders["int8"] = OnnxEmbedder(spec, variant="int8")
     return embedders
 
@@ -109,10 +110,11 @@ def ensure_int8(preset: str, sample_images: list[Path]) -> dict:
 
     directory = ensure_onnx(preset)
     spec = model_spec(directory)
-    if spec.variants.get("int8", {}).get("ladder") != LADDER:  # none yet, or made by an older recipe ladder
+    int8 = spec.variants.get("int8")
+    if int8 is None or int8.ladder != LADDER:  # none yet, or made by an older recipe ladder
         quantize_model(spec, cache_root(), sample_images=sample_images)
         spec = model_spec(directory)
-    return spec.variants["int8"]
+    return spec.variants["int8"].to_json()
 
 
 if __name__ == "__main__":

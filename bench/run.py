@@ -80,7 +80,7 @@ def query_section(sizes: list[int], n_queries: int, rows: list[Row], results: di
     text query with the fp32 text tower next to the verified int8 one."""
     variant = ensure_int8("vit-b-32", indexing.image_files(COCO)[:64])
     embedders = text_embedders("vit-b-32")
-    towers = {name: e.spec.variants.get(e.variant, {}).get("text", e.spec.text.file) for name, e in embedders.items()}
+    towers = {name: e.spec.tower_file("text", e.variant) for name, e in embedders.items()}
     log(f"text queries at {sizes} vectors (ViT-B/32-shaped text towers: {towers})")
     out = query.run_query_bench(sizes, embedders, n_queries=n_queries, log=log)
     out["text_towers"] = towers
@@ -132,7 +132,7 @@ def sweep_section(results: dict) -> None:
     directory = ensure_onnx("vit-b-32")
     files = bench_files(None)
     log("sweep: graph optimisation levels (bare session, batch 32)")
-    int8_image = model_spec(directory).variants.get("int8", {}).get("image", "visual.onnx")
+    int8_image = model_spec(directory).tower_file("image", "int8")
     levels = sweep.optimisation_levels(directory, ["visual.onnx", int8_image], log=log)
     log("sweep: threads x workers x batch (Indexer end to end)")
     grid = sweep.pipeline_grid(directory, "int8", files, log=log) + sweep.pipeline_grid(directory, "fp32", files, log=log)

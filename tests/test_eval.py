@@ -79,7 +79,7 @@ def test_datasets(tmp_path):
     data = read_captions(jsonl)
     assert data.captions[str(tmp_path / "x.jpg")] == ["a cat", "the cat"] and len(data.images) == 2
     jsonl.write_text('{"img": "x.jpg"}\n')
-    with pytest.raises(EvalError, match="c.jsonl:1"):
+    with pytest.raises(EvalError, match=r"c\.jsonl:1"):
         read_captions(jsonl)
     assert prompts_for(["long_sleeve"], ["a photo of a {label}", "une photo de {label}"]) == [
         ("a photo of a long sleeve", "long_sleeve"), ("une photo de long sleeve", "long_sleeve")]

@@ -53,7 +53,8 @@ def palette_png(indices: np.ndarray, palette: list[tuple[int, int, int]]) -> byt
     header = struct.pack(">IIBBBBB", w, h, 8, 3, 0, 0, 0)
     raw = b"".join(b"\x00" + indices[row].astype(np.uint8).tobytes() for row in range(h))
     plte = b"".join(bytes(c) for c in palette)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"PLTE", plte) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"PLTE", plte)
+            + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
 
 
 @pytest.mark.parametrize("ext", [".jpg", ".png", ".webp", ".bmp", ".tiff", ".gif"])

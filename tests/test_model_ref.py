@@ -69,7 +69,7 @@ def test_loading_a_malformed_hub_name_fails_before_any_download(cache_dir):
 
 
 def test_train_refuses_an_onnx_registry_model_before_downloading(tmp_path, cache_dir):
-    with pytest.raises(TrainError, match="not a transformers checkpoint.*chinese-clip-vit-base-patch16"):
+    with pytest.raises(TrainError, match=r"not a transformers checkpoint.*chinese-clip-vit-base-patch16"):
         resolve_base("ViT-B-32__openai", None, None, 0, tmp_path / "state", cache_dir, [])
     with pytest.raises(TrainError, match="owner/repo"):
         resolve_base("hf-hub:nothing", None, None, 0, tmp_path / "state", cache_dir, [])

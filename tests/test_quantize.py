@@ -24,6 +24,7 @@ from pixsearch.models.quantize import (
     sample_images,
     top_k_overlap,
 )
+from pixsearch.models.spec import Variant
 from pixsearch.models.variants import OVERLAY, overlay_dir
 
 from .conftest import CAPTIONS, SAMPLES, run_cli
@@ -119,7 +120,7 @@ def test_quantize_writes_a_checked_variant_into_the_overlay(tiny_model, own_cach
     folder = overlay_dir(own_cache, load_spec(str(tiny_model), own_cache).model_id)
     assert report.overlay == folder / OVERLAY
     entry = json.loads(report.overlay.read_text())["variants"]["int8"]
-    assert entry["verified"] == ("true" if report.verified else "false")
+    assert entry["verified"] is report.verified
     for tower in (report.image, report.text):
         assert Path(tower.file).is_file()
         if tower.quantized:  # stored relative to the overlay folder
@@ -177,6 +178,21 @@ def test_overlay_of_other_model_files_is_ignored(model_copy, own_cache):
         load_embedder(str(model_copy), own_cache, precision="int8")
 
 
+def test_variant_entries_read_as_typed_values_in_either_format():
+    """Overlays written before spec.Variant held every value as a string; both formats read the same."""
+    old = {"image": "image.int8.onnx", "verified": "true", "image_min_cosine": "0.99931", "top10_overlap": "0.950",
+           "image_recipe": "per-channel", "made_by": "a newer version"}
+    variant = Variant.from_json(old)
+    assert variant.verified is True and variant.image_min_cosine == 0.99931 and variant.top10_overlap == 0.95
+    assert variant.text is None and variant.file("text") is None and variant.image_recipe == "per-channel"
+    written = variant.to_json()
+    assert written["verified"] is True and written["image_min_cosine"] == 0.99931 and "text" not in written
+    assert Variant.from_json(json.loads(json.dumps(written))) == variant
+    assert Variant.from_json({"verified": "false"}).verified is False
+    assert Variant.from_json({"verified": False}).verified is False
+    assert Variant.from_json({"verified": "yes"}).verified is False  # only an explicit true verifies
+
+
 def test_manifest_variants_still_load(model_copy, own_cache):
     """pixsearch.json files written by older versions kept their variant beside the model."""
     shutil.copy(model_copy / "visual.onnx", model_copy / "visual.int8.onnx")
@@ -196,5 +212,5 @@ def test_quantize_command(immich_model, own_cache, tmp_path):
     variant = json.loads(overlay.read_text())["variants"]["int8"]
     # the next index run says which precision it chose
     indexed = run_cli("index", str(SAMPLES), "--model", str(immich_model), "--db", str(tmp_path / "q.db"))
-    chosen = "int8" if variant["verified"] == "true" else "fp32"
+    chosen = "int8" if variant["verified"] is True else "fp32"
     assert f"({immich_model.name}, {chosen})" in indexed.stderr.replace("\n", "")

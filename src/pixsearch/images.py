@@ -15,6 +15,7 @@ import functools
 import os
 import stat
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -128,7 +129,7 @@ def _tiff_orientation(tiff: bytes) -> int:
     return 1
 
 
-def _jpeg_segments(data: bytes):
+def _jpeg_segments(data: bytes) -> Iterator[tuple[int, bytes, int]]:
     """Yield (marker, payload, end offset) of JPEG header segments up to the start of scan."""
     i = 2
     while i + 4 <= len(data) and data[i] == 0xFF:
@@ -296,7 +297,8 @@ def _to_rgb8(img: np.ndarray) -> np.ndarray:
     if channels == 4:
         alpha = img[:, :, 3:4].astype(np.float32) * (1.0 / 255.0)
         rgb = cv2.cvtColor(img[:, :, :3], cv2.COLOR_BGR2RGB).astype(np.float32)
-        return (rgb * alpha + 255.0 * (1.0 - alpha) + 0.5).astype(np.uint8)
+        over_white: np.ndarray = (rgb * alpha + 255.0 * (1.0 - alpha) + 0.5).astype(np.uint8)
+        return over_white
     return cv2.cvtColor(img[:, :, :3], cv2.COLOR_BGR2RGB)
 
 

@@ -14,13 +14,19 @@ import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import numpy.typing as npt
 
 from .extras import require_torch
 from .preprocess import PreprocessConfig
 from .spec import ModelError, ModelSpec, TextSpec, TowerSpec, read_hf_preprocess
+
+if TYPE_CHECKING:
+    import torch
+
+Array = npt.NDArray[Any]
 
 SUPPORTED_TYPES = ("clip", "siglip", "chinese_clip")
 MIN_COSINE = 0.999
@@ -48,42 +54,45 @@ def checkpoint_content_id(directory: Path) -> str:
     return digest.hexdigest()
 
 
-def tower_features(output):
+def tower_features(output: Any) -> torch.Tensor:
     """transformers 4 returns a tensor from get_*_features, transformers 5 a ModelOutput."""
     import torch
 
-    return output if torch.is_tensor(output) else output.pooler_output
+    features: torch.Tensor = output if torch.is_tensor(output) else output.pooler_output
+    return features
 
 
-def _towers(model):
+def _towers(model: Any) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """The image and text towers of a transformers model as separate modules, as ONNX export needs them."""
     import torch
 
     class ImageTower(torch.nn.Module):
-        def __init__(self):
+        def __init__(self) -> None:
             super().__init__()
             self.model = model
 
-        def forward(self, pixel_values):
+        def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
             return tower_features(self.model.get_image_features(pixel_values=pixel_values))
 
     class TextTower(torch.nn.Module):
-        def __init__(self):
+        def __init__(self) -> None:
             super().__init__()
             self.model = model
 
-        def forward(self, input_ids, attention_mask):
+        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
             return tower_features(self.model.get_text_features(input_ids=input_ids, attention_mask=attention_mask))
 
     return ImageTower().eval(), TextTower().eval()
 
 
-def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def _cosines(a: Array, b: Array) -> Array:
     a = a / np.linalg.norm(a, axis=1, keepdims=True)
     b = b / np.linalg.norm(b, axis=1, keepdims=True)
-    return (a * b).sum(axis=1)
+    cosines: Array = (a * b).sum(axis=1)
+    return cosines
 
 
-def text_spec_for(model_type: str, config, tokenizer) -> TextSpec:
+def text_spec_for(model_type: str, config: Any, tokenizer: Any) -> TextSpec:
     """Tokenisation rules of a transformers model, as pixsearch records them."""
     text_config = config.text_config
     context = int(getattr(text_config, "max_position_embeddings", 77))
@@ -94,7 +103,7 @@ def text_spec_for(model_type: str, config, tokenizer) -> TextSpec:
                     clean="canonicalize" if siglip else "whitespace")
 
 
-def export_onnx(model, tokenizer, spec: ModelSpec, out_dir: Path, opset: int = 17) -> None:
+def export_onnx(model: Any, tokenizer: Any, spec: ModelSpec, out_dir: Path, opset: int = 17) -> None:
     """Export both towers of a transformers model into *out_dir* and verify them."""
     import torch
 
@@ -121,7 +130,8 @@ def export_onnx(model, tokenizer, spec: ModelSpec, out_dir: Path, opset: int = 1
     _verify(out_dir, spec, pixels.numpy(), ids.numpy(), mask.numpy(), expected_image, expected_text)
 
 
-def _verify(out_dir, spec, pixels, ids, mask, expected_image, expected_text) -> None:
+def _verify(out_dir: Path, spec: ModelSpec, pixels: Array, ids: Array, mask: Array, expected_image: Array,
+            expected_text: Array) -> None:
     import onnxruntime as ort
 
     image = ort.InferenceSession(str(out_dir / spec.image.file), providers=["CPUExecutionProvider"])

@@ -15,7 +15,7 @@ from pathlib import Path
 from .convert import convert_cached
 from .onnx import OnnxEmbedder
 from .ref import ModelRef, parse_model_ref
-from .spec import Layout, ModelError, ModelSpec, detect_layout, read_pixsearch_dir
+from .spec import Layout, ModelError, ModelSpec, Precision, detect_layout, read_pixsearch_dir
 from .thirdparty import read_immich_dir, read_transformersjs_dir
 from .variants import with_overlay
 
@@ -28,7 +28,7 @@ class ModelUnavailable(ModelError):
     """Weights could not be obtained (offline, unknown repository, ...)."""
 
 
-def hub_patterns(layout: str | None) -> tuple[list[str] | None, list[str]]:
+def hub_patterns(layout: Layout | None) -> tuple[list[str] | None, list[str]]:
     """(allow, ignore) file patterns: fetch what the layout uses, not every variant in the repo."""
     if layout == "immich":  # big text towers keep their weights as loose files beside model.onnx
         return None, ["*.armnn", "*.rknn", "*/fp16/*", "*/rknpu/*", "README.md"]
@@ -36,7 +36,7 @@ def hub_patterns(layout: str | None) -> tuple[list[str] | None, list[str]]:
         towers = [f"onnx/{t}_model.{ext}" for t in ("vision", "text") for ext in ("onnx", "onnx_data")]
         return _CONFIG_FILES + towers, []
     if layout == "transformers":
-        return _CONFIG_FILES + ["*.safetensors"], []
+        return [*_CONFIG_FILES, "*.safetensors"], []
     return None, []
 
 
@@ -59,20 +59,21 @@ def hub_cli() -> str:
     return pick_hub_cli(ep.name for ep in entry_points if ep.group == "console_scripts")
 
 
-def download(name: str, repo: str, cache_dir: Path, layout: str | None = None) -> Path:
+def download(name: str, repo: str, cache_dir: Path, layout: Layout | None = None) -> Path:
     """Local snapshot of hub *repo*: from the cache when present, else downloaded."""
     try:
         from huggingface_hub import snapshot_download
     except ImportError as exc:  # pragma: no cover - a dependency of pixsearch
         raise ModelUnavailable("huggingface_hub is not installed: pip install huggingface_hub") from exc
     allow, ignore = hub_patterns(layout)
-    options = dict(cache_dir=cache_dir / "hub", allow_patterns=allow, ignore_patterns=ignore or None)
+    hub = cache_dir / "hub"
     try:
-        return Path(snapshot_download(repo, local_files_only=True, **options))
+        return Path(snapshot_download(repo, local_files_only=True, cache_dir=hub, allow_patterns=allow,
+                                      ignore_patterns=ignore or None))
     except Exception:
         pass
     try:
-        return Path(snapshot_download(repo, **options))
+        return Path(snapshot_download(repo, cache_dir=hub, allow_patterns=allow, ignore_patterns=ignore or None))
     except Exception as exc:
         reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
         raise ModelUnavailable(
@@ -123,14 +124,23 @@ def load_spec(name: str, cache_dir: Path) -> ModelSpec:
     return with_overlay(spec, cache_dir)
 
 
-def load_embedder(name: str, cache_dir: Path | str, threads: int = 0, precision: str = "auto",
+def choose_variant(spec: ModelSpec, precision: Precision | str) -> str:
+    """The variant a *precision* setting runs: ``auto`` is int8 only when that variant is verified.
+
+    Besides the Precision values, the name of any variant a manifest declares is accepted.
+    """
+    int8 = spec.variants.get("int8")
+    if precision == "auto":
+        return "int8" if int8 is not None and int8.verified else "fp32"
+    return precision
+
+
+def load_embedder(name: str, cache_dir: Path | str, threads: int = 0, precision: Precision | str = "auto",
                   spec: ModelSpec | None = None) -> OnnxEmbedder:
     """Ready-to-use embedder for ``--model`` *name* (towers load lazily on first use)."""
     spec = spec or load_spec(name, Path(cache_dir).expanduser())
-    variant = "fp32" if precision in ("fp32", "auto") else precision
-    if precision == "auto" and "int8" in spec.variants and spec.variants["int8"].get("verified") == "true":
-        variant = "int8"
-    if variant not in ("fp32",) and variant not in spec.variants:
+    variant = choose_variant(spec, precision)
+    if variant != "fp32" and variant not in spec.variants:
         raise ModelError(f"model {spec.model_id!r} has no {variant} variant; run `pixsearch quantize` first "
                          f"or use --precision fp32")
     return OnnxEmbedder(spec, threads=threads, variant=variant)

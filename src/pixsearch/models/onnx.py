@@ -8,12 +8,20 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import numpy.typing as npt
 
 from .base import Embedder, l2_normalize
 from .preprocess import to_model_input
-from .spec import ModelError, ModelSpec
+from .spec import CleanMode, ModelError, ModelSpec, Tower
+
+if TYPE_CHECKING:
+    import onnxruntime
+    from tokenizers import Tokenizer
+
+Array = npt.NDArray[Any]
 
 _INT_TYPES = {"tensor(int64)": np.int64, "tensor(int32)": np.int32}
 _PUNCTUATION = str.maketrans("", "", string.punctuation)
@@ -23,7 +31,7 @@ def default_threads() -> int:
     return os.cpu_count() or 1
 
 
-def _open_session(path: Path, threads: int):
+def _open_session(path: Path, threads: int) -> onnxruntime.InferenceSession:
     import onnxruntime as ort
 
     if not path.is_file():
@@ -44,19 +52,20 @@ def _open_session(path: Path, threads: int):
 class _Tower:
     """An open ONNX session and how to call it."""
 
-    session: object
+    session: onnxruntime.InferenceSession
     output: str
     fixed_batch: int | None
     """Some exports (Immich's) are traced for batch 1 only; then items run one by one."""
 
-    def run(self, feed: dict[str, np.ndarray]) -> np.ndarray:
+    def run(self, feed: dict[str, Array]) -> Array:
         count = len(next(iter(feed.values())))
         if self.fixed_batch is None or self.fixed_batch == count:
-            return self.session.run([self.output], feed)[0]
+            return self._once(feed)
         step = self.fixed_batch
-        parts = [self.session.run([self.output], {k: v[i:i + step] for k, v in feed.items()})[0]
-                 for i in range(0, count, step)]
-        return np.concatenate(parts)
+        return np.concatenate([self._once({k: v[i:i + step] for k, v in feed.items()}) for i in range(0, count, step)])
+
+    def _once(self, feed: dict[str, Array]) -> Array:
+        return np.asarray(self.session.run([self.output], feed)[0])
 
 
 def _tower(path: Path, threads: int, output: str) -> _Tower:
@@ -67,7 +76,7 @@ def _tower(path: Path, threads: int, output: str) -> _Tower:
                   fixed_batch=batch if isinstance(batch, int) and batch > 0 else None)
 
 
-def clean_text(text: str, mode: str) -> str:
+def clean_text(text: str, mode: CleanMode) -> str:
     """Normalise a query the way the model's text tower was trained."""
     text = " ".join(text.split())
     if mode == "canonicalize":
@@ -93,11 +102,10 @@ class OnnxEmbedder(Embedder):
         self._lock = threading.Lock()
         self._image: _Tower | None = None
         self._text: _Tower | None = None
-        self._tokenizer = None
+        self._tokenizer: Tokenizer | None = None
 
-    def _file(self, tower: str) -> Path:
-        default = self.spec.image.file if tower == "image" else self.spec.text.file
-        return self.spec.path(self.spec.variants.get(self.variant, {}).get(tower, default))
+    def _file(self, tower: Tower) -> Path:
+        return self.spec.path(self.spec.tower_file(tower, self.variant))
 
     def image_tower(self) -> _Tower:
         with self._lock:
@@ -112,7 +120,7 @@ class OnnxEmbedder(Embedder):
                 self._text = _tower(self._file("text"), self.threads, self.spec.text.output)
             return self._text
 
-    def _make_tokenizer(self):
+    def _make_tokenizer(self) -> Tokenizer:
         from tokenizers import Tokenizer
 
         text = self.spec.text
@@ -137,6 +145,8 @@ class OnnxEmbedder(Embedder):
     def tokenize(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """Token ids and attention mask, cleaned, truncated and padded as the model was trained."""
         self.text_tower()
+        if self._tokenizer is None:  # pragma: no cover - text_tower() made it
+            raise ModelError(f"{self.model_id}: the tokenizer did not load")
         cleaned = [clean_text(t, self.spec.text.clean) for t in texts]
         encodings = self._tokenizer.encode_batch(cleaned)
         ids = np.asarray([e.ids for e in encodings], dtype=np.int64)

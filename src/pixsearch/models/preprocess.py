@@ -8,15 +8,21 @@ trained on. Decoding files into RGB arrays is ``pixsearch.images``' job.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import cv2
 import numpy as np
 
+from ..errors import PixsearchError
+
 ResizeMode = Literal["shortest", "squash"]
 Interpolation = Literal["bicubic", "bilinear", "nearest"]
+
+
+class PreprocessError(PixsearchError, ValueError):
+    """A model's preprocessing settings cannot be used; the message names the setting."""
 
 
 @dataclass(frozen=True)
@@ -33,6 +39,29 @@ class PreprocessConfig:
     std: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)
     shortest_edge: int | None = None
     """For ``shortest``: the short side before cropping (defaults to min(size))."""
+
+
+def channel_values(values: Iterable[Any], what: str) -> tuple[float, float, float]:
+    """Per-channel (R, G, B) mean or std from a config; one value stands for all three channels."""
+    numbers = [float(v) for v in values]
+    if len(numbers) == 1:
+        numbers *= 3
+    if len(numbers) != 3:
+        raise PreprocessError(f"{what}: expected 3 per-channel values (R, G, B), got {len(numbers)}")
+    return numbers[0], numbers[1], numbers[2]
+
+
+def interpolation_named(name: object) -> Interpolation:
+    """A config's interpolation name, or ``bicubic`` (the CLIP default) for anything else."""
+    if name == "bilinear":
+        return "bilinear"
+    if name == "nearest":
+        return "nearest"
+    return "bicubic"
+
+
+def resize_named(name: object) -> ResizeMode:
+    return "squash" if name == "squash" else "shortest"
 
 
 _INTERPOLATION: dict[Interpolation, int] = {

@@ -23,17 +23,28 @@ import re
 import shutil
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import numpy as np
+import numpy.typing as npt
 import typer
 
 from ..images import IMAGE_SUFFIXES, ImageError, load_image
-from .spec import ModelError, ModelSpec
+from .onnx import OnnxEmbedder
+from .spec import ModelError, ModelSpec, Tower, Variant
 from .variants import overlay_dir, write_overlay
+
+if TYPE_CHECKING:
+    import onnx
+
+Vectors = npt.NDArray[np.float32]
+Crop = npt.NDArray[np.uint8]
+Runner = Callable[[Sequence[Any]], Vectors]
+"""Embeds a list of crops (image tower) or of queries (text tower)."""
+Log = Callable[[str], None]
 
 MIN_COSINE = 0.999
 """Every sample embedding must agree with fp32 at least this well."""
@@ -99,7 +110,7 @@ LADDER = ",".join(recipe.name for recipe in RECIPES)
 class TowerResult:
     """How the chosen file of one tower compares with fp32 on the samples."""
 
-    tower: str
+    tower: Tower
     file: str
     """Absolute path of the file the variant runs: the int8 file in the overlay, or the model's fp32 one."""
     recipe: str
@@ -130,23 +141,24 @@ class QuantizeReport:
     overlay: Path | None = None
     """The variants.json the variant was recorded in."""
 
-    def variant_entry(self, folder: Path) -> dict[str, str]:
-        """The overlay entry: strings only, as ModelSpec.variants declares; quantized tower files
-        relative to the overlay *folder*, fp32 towers left out (they run the model's own file)."""
-        files = {t.tower: Path(t.file).relative_to(folder).as_posix() for t in (self.image, self.text) if t.quantized}
-        return {**files, "verified": "true" if self.verified else "false",
-                "image_recipe": self.image.recipe, "text_recipe": self.text.recipe,
-                "image_min_cosine": f"{self.image.min_cosine:.5f}", "text_min_cosine": f"{self.text.min_cosine:.5f}",
-                "top10_overlap": f"{self.top10_overlap:.3f}", "image_speedup": f"{self.image.speedup:.2f}",
-                "text_speedup": f"{self.text.speedup:.2f}", "samples": f"{self.images} images, {self.queries} queries",
-                "ladder": LADDER,
-                "image_tried": "; ".join(self.image.tried), "text_tried": "; ".join(self.text.tried)}
+    def variant_entry(self, folder: Path) -> Variant:
+        """The overlay entry: quantized tower files relative to the overlay *folder*, fp32 towers left
+        out (they run the model's own file), measurements rounded as reports show them."""
+        image, text = self.image, self.text
+        return Variant(
+            image=Path(image.file).relative_to(folder).as_posix() if image.quantized else None,
+            text=Path(text.file).relative_to(folder).as_posix() if text.quantized else None,
+            verified=self.verified, image_recipe=image.recipe, text_recipe=text.recipe,
+            image_min_cosine=round(image.min_cosine, 5), text_min_cosine=round(text.min_cosine, 5),
+            top10_overlap=round(self.top10_overlap, 3), image_speedup=round(image.speedup, 2),
+            text_speedup=round(text.speedup, 2), samples=f"{self.images} images, {self.queries} queries",
+            ladder=LADDER, image_tried="; ".join(image.tried), text_tried="; ".join(text.tried))
 
 
 # ----------------------------------------------------------------------------- quantizing
 
 
-def _weight_matmuls(graph) -> list:
+def _weight_matmuls(graph: onnx.GraphProto) -> list[onnx.NodeProto]:
     """MatMul/Gemm nodes whose second input is a stored weight: the ones dynamic quantization
     rewrites (``MatMulConstBOnly``), in graph (topological) order."""
     weights = {i.name for i in graph.initializer}
@@ -200,82 +212,101 @@ def sample_images(folder: Path, limit: int) -> list[Path]:
     return files[:limit]
 
 
-def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def _cosines(a: Vectors, b: Vectors) -> Vectors:
     """Row-wise cosine of two embedding matrices (rows are unit length already)."""
-    return np.sum(a * b, axis=1)
+    cosines: Vectors = np.sum(a * b, axis=1)
+    return cosines
 
 
-def top_k_overlap(queries_a: np.ndarray, gallery_a: np.ndarray, queries_b: np.ndarray, gallery_b: np.ndarray,
+def top_k_overlap(queries_a: Vectors, gallery_a: Vectors, queries_b: Vectors, gallery_b: Vectors,
                   k: int = 10) -> float:
     """Mean share of top-*k* results (by inner product) that two embedding versions have in common."""
     k = min(k, len(gallery_a))
     top_a = np.argsort(-(queries_a @ gallery_a.T), axis=1)[:, :k]
     top_b = np.argsort(-(queries_b @ gallery_b.T), axis=1)[:, :k]
-    return float(np.mean([len(set(a) & set(b)) / k for a, b in zip(top_a, top_b)]))
+    return float(np.mean([len(set(a) & set(b)) / k for a, b in zip(top_a, top_b, strict=True)]))
 
 
-TIMED_PASSES = {"image": 1, "text": 5}
+TIMED_PASSES: dict[Tower, int] = {"image": 1, "text": 5}
 """Timed passes per tower: one pass over the images takes seconds, one over the queries ~0.2 s,
 too short to time once on a shared machine."""
 
 
-def _timed(tower: str, fn, *args) -> tuple[np.ndarray, float]:
-    """Result of fn(*args) after one warm-up call, and the fastest of the timed passes (in seconds).
+def _timed(tower: Tower, fn: Runner, items: Sequence[Any]) -> tuple[Vectors, float]:
+    """Result of fn(items) after one warm-up call, and the fastest of the timed passes (in seconds).
 
     The fastest pass, because other processes only ever add time.
     """
-    out = fn(*args)
+    out = fn(items)
     best = float("inf")
     for _ in range(TIMED_PASSES[tower]):
         start = time.perf_counter()
-        out = fn(*args)
+        out = fn(items)
         best = min(best, time.perf_counter() - start)
     return out, best
 
 
-INT8_FILES = {"image": "image.int8.onnx", "text": "text.int8.onnx"}
+INT8_FILES: dict[Tower, str] = {"image": "image.int8.onnx", "text": "text.int8.onnx"}
 """Names of the quantized towers in the overlay folder (the same for every layout)."""
 
 
-def _fp32_file(spec: ModelSpec, tower: str) -> Path:
+def _fp32_file(spec: ModelSpec, tower: Tower) -> Path:
     return spec.path(spec.image.file if tower == "image" else spec.text.file)
 
 
-def _embedder(spec: ModelSpec, image_file: Path, text_file: Path, threads: int):
+def _embedder(spec: ModelSpec, image_file: Path, text_file: Path, threads: int) -> OnnxEmbedder:
     """An embedder running the given tower files, through the code that indexes and searches."""
-    from .onnx import OnnxEmbedder
-
-    trial = dataclasses.replace(spec, variants={"trial": {"image": str(image_file), "text": str(text_file)}})
+    trial = dataclasses.replace(spec, variants={"trial": Variant(image=str(image_file), text=str(text_file))})
     return OnnxEmbedder(trial, threads=threads, variant="trial")
 
 
-def _runner(embedder, tower: str):
+def _runner(embedder: OnnxEmbedder, tower: Tower) -> Runner:
     """How a tower is used in practice: images in batches while indexing, texts one query at a time."""
     if tower == "image":
         return embedder.embed_prepared
-    return lambda texts: np.concatenate([embedder.embed_texts([t]) for t in texts])
+
+    def one_by_one(texts: Sequence[str]) -> Vectors:
+        return np.concatenate([embedder.embed_texts([t]) for t in texts])
+
+    return one_by_one
 
 
-def _check_tower(spec: ModelSpec, tower: str, work: Path, folder: Path, crops: list[np.ndarray],
-                 queries: Sequence[str], threads: int, reference: np.ndarray, fp32_seconds: float,
-                 log) -> tuple[TowerResult, np.ndarray]:
-    """Walk the recipe ladder for one tower in *work*; keep the first recipe that agrees with fp32.
+@dataclass(frozen=True)
+class _Trial:
+    """What every recipe of a tower is tried on, and where its files go."""
 
-    The kept file is ``work/INT8_FILES[tower]``; the result names where it will live in *folder*.
+    spec: ModelSpec
+    work: Path
+    """Scratch folder the candidate files are written to."""
+    folder: Path
+    """The overlay folder the kept files will be moved to."""
+    crops: list[Crop]
+    queries: list[str]
+    threads: int
+    log: Log
+
+
+def _check_tower(trial: _Trial, tower: Tower, reference: Vectors,
+                 fp32_seconds: float) -> tuple[TowerResult, Vectors]:
+    """Walk the recipe ladder for one tower in ``trial.work``; keep the first recipe that agrees with fp32.
+
+    The kept file is ``work/INT8_FILES[tower]``; the result names where it will live in ``trial.folder``.
     """
+    spec, folder, log = trial.spec, trial.folder, trial.log
     src = _fp32_file(spec, tower)
-    dst = work / INT8_FILES[tower]
+    dst = trial.work / INT8_FILES[tower]
     kept = dst.with_name(dst.name + ".best")
-    tried = []
-    best: tuple[TowerResult, np.ndarray] | None = None
+    tried: list[str] = []
+    best: tuple[TowerResult, Vectors] | None = None
     for recipe in RECIPES:
         quantize_tower(src, dst, recipe)
         if not _integer_ops(dst):  # a tiny tower whose every weight MatMul the recipe keeps: nothing gained
             tried.append(f"{recipe.name}: keeps every layer in fp32")
             continue
         files = (dst, _fp32_file(spec, "text")) if tower == "image" else (_fp32_file(spec, "image"), dst)
-        embedder = _embedder(spec, *files, threads=threads)
-        vectors, seconds = _timed(tower, _runner(embedder, tower), crops if tower == "image" else list(queries))
+        embedder = _embedder(spec, *files, threads=trial.threads)
+        items: Sequence[Any] = trial.crops if tower == "image" else trial.queries
+        vectors, seconds = _timed(tower, _runner(embedder, tower), items)
         cos = _cosines(vectors, reference)
         tried.append(f"{recipe.name}: min cosine {cos.min():.5f}, {fp32_seconds / seconds:.2f}x fp32 speed")
         log(f"  {tower} tower, {recipe.name}: min cosine {cos.min():.5f}, mean {cos.mean():.5f}, "
@@ -294,14 +325,14 @@ def _check_tower(spec: ModelSpec, tower: str, work: Path, folder: Path, crops: l
     return best
 
 
-def _fallback(result: TowerResult, spec: ModelSpec, reference: np.ndarray) -> tuple[TowerResult, np.ndarray]:
+def _fallback(result: TowerResult, spec: ModelSpec, reference: Vectors) -> tuple[TowerResult, Vectors]:
     """A tower no recipe saved (or that gained no speed) runs its fp32 file inside the int8 variant."""
     return dataclasses.replace(result, file=str(_fp32_file(spec, result.tower)), recipe="fp32", min_cosine=1.0,
                                mean_cosine=1.0, int8_seconds=result.fp32_seconds), reference
 
 
 def quantize_model(spec: ModelSpec, cache_dir: Path, sample_images: Sequence[Path],
-                   queries: Sequence[str] = DEFAULT_QUERIES, threads: int = 0, log=print) -> QuantizeReport:
+                   queries: Sequence[str] = DEFAULT_QUERIES, threads: int = 0, log: Log = print) -> QuantizeReport:
     """Quantize both towers of the model *spec* (any layout), verify, and record the variant in the
     overlay under *cache_dir* (``variants.py``); the model folder is only read."""
     folder = overlay_dir(cache_dir, spec.model_id)
@@ -309,7 +340,8 @@ def quantize_model(spec: ModelSpec, cache_dir: Path, sample_images: Sequence[Pat
     work = Path(tempfile.mkdtemp(prefix=".quantizing-", dir=folder.parent))
     try:
         report = _quantize_in(spec, work, folder, sample_images, queries, threads, log)
-        files = {t.tower: work / INT8_FILES[t.tower] for t in (report.image, report.text) if t.quantized}
+        files: dict[Tower, Path] = {t.tower: work / INT8_FILES[t.tower] for t in (report.image, report.text)
+                                    if t.quantized}
         report.overlay = write_overlay(spec, cache_dir, VARIANT, report.variant_entry(folder), files)
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -317,9 +349,9 @@ def quantize_model(spec: ModelSpec, cache_dir: Path, sample_images: Sequence[Pat
 
 
 def _quantize_in(spec: ModelSpec, work: Path, folder: Path, sample_images: Sequence[Path], queries: Sequence[str],
-                 threads: int, log) -> QuantizeReport:
+                 threads: int, log: Log) -> QuantizeReport:
     reference_model = _embedder(spec, _fp32_file(spec, "image"), _fp32_file(spec, "text"), threads)
-    crops = []
+    crops: list[Crop] = []
     for path in sample_images:
         try:
             crops.append(reference_model.prepare(load_image(path, min_side=reference_model.min_decode_side).rgb))
@@ -327,13 +359,12 @@ def _quantize_in(spec: ModelSpec, work: Path, folder: Path, sample_images: Seque
             continue
     if len(crops) < 10:
         raise ModelError(f"verification needs at least 10 readable sample images, found {len(crops)}")
-    queries = list(queries)
-    log(f"verifying against fp32 on {len(crops)} images and {len(queries)} queries")
+    trial = _Trial(spec=spec, work=work, folder=folder, crops=crops, queries=list(queries), threads=threads, log=log)
+    log(f"verifying against fp32 on {len(crops)} images and {len(trial.queries)} queries")
     image_ref, image_secs = _timed("image", _runner(reference_model, "image"), crops)
-    text_ref, text_secs = _timed("text", _runner(reference_model, "text"), queries)
-    check = dict(work=work, folder=folder, crops=crops, queries=queries, threads=threads, log=log)
-    image, image_vecs = _check_tower(spec, "image", reference=image_ref, fp32_seconds=image_secs, **check)
-    text, text_vecs = _check_tower(spec, "text", reference=text_ref, fp32_seconds=text_secs, **check)
+    text_ref, text_secs = _timed("text", _runner(reference_model, "text"), trial.queries)
+    image, image_vecs = _check_tower(trial, "image", reference=image_ref, fp32_seconds=image_secs)
+    text, text_vecs = _check_tower(trial, "text", reference=text_ref, fp32_seconds=text_secs)
     forced = image.min_cosine < MIN_COSINE and text.min_cosine < MIN_COSINE
     if not forced:  # a failing (or no faster) tower runs fp32 inside the variant; the other one still gains
         if image.min_cosine < MIN_COSINE or image.speedup < MIN_SPEEDUP:
@@ -342,7 +373,7 @@ def _quantize_in(spec: ModelSpec, work: Path, folder: Path, sample_images: Seque
             text, text_vecs = _fallback(text, spec, text_ref)
     overlap = top_k_overlap(text_ref, image_ref, text_vecs, image_vecs)
     verified = (not forced and min(image.min_cosine, text.min_cosine) >= MIN_COSINE and overlap >= MIN_TOP10_OVERLAP)
-    return QuantizeReport(image=image, text=text, top10_overlap=overlap, images=len(crops), queries=len(queries),
+    return QuantizeReport(image=image, text=text, top10_overlap=overlap, images=len(crops), queries=len(trial.queries),
                           verified=verified)
 
 

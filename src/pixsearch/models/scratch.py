@@ -11,9 +11,12 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from .extras import require_torch
+
+if TYPE_CHECKING:
+    from transformers import CLIPTokenizer
 
 PRESETS: dict[str, dict[str, Any]] = {
     # For unit tests: a few hundred kB, milliseconds per batch.
@@ -46,7 +49,7 @@ def read_preset(name_or_path: str) -> dict[str, Any]:
     return preset
 
 
-def train_tokenizer(texts: Iterable[str], vocab_size: int = 4096):
+def train_tokenizer(texts: Iterable[str], vocab_size: int = 4096) -> CLIPTokenizer:
     """A CLIP tokenizer (transformers CLIPTokenizer) whose BPE merges are learned from *texts*."""
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
     from transformers import CLIPTokenizer
@@ -64,7 +67,8 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 4096):
     for char in pre_tokenizers.ByteLevel.alphabet():  # every byte must stay encodable at word ends too
         vocab.setdefault(char + "</w>", len(vocab))
     merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in model["merges"]]
-    return CLIPTokenizer(vocab=vocab, merges=merges)
+    # tokenizers' BPE takes the merges as (left, right) pairs; transformers annotates them as list[str]
+    return CLIPTokenizer(vocab=vocab, merges=cast(Any, merges))
 
 
 def new_clip_checkpoint(out_dir: Path, preset: str | dict[str, Any] = "tiny", texts: Iterable[str] = (),
@@ -86,7 +90,8 @@ def new_clip_checkpoint(out_dir: Path, preset: str | dict[str, Any] = "tiny", te
                            image_size=p["image_size"], patch_size=p["patch_size"]),
         projection_dim=p["embed_dim"],
     )
-    model = CLIPModel(config).eval()
+    model = CLIPModel(config)
+    model.train(False)  # eval mode, as the checkpoint is saved for inference
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir)
     tokenizer.model_max_length = p["context_length"]

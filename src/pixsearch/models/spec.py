@@ -16,12 +16,13 @@ Layouts:
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
 from ..errors import PixsearchError
-from .preprocess import PreprocessConfig
+from .preprocess import Interpolation, PreprocessConfig, channel_values, interpolation_named, resize_named
 
 MANIFEST = "pixsearch.json"
 FORMAT = "pixsearch-onnx"
@@ -31,6 +32,9 @@ Layout = Literal["pixsearch", "immich", "transformers.js", "transformers"]
 """The model-folder layouts pixsearch reads (see the module doc)."""
 Tower = Literal["image", "text"]
 """The two towers of a CLIP-family model."""
+CleanMode = Literal["whitespace", "canonicalize"]
+Precision = Literal["auto", "fp32", "int8"]
+"""What ``--precision`` asks for; ``auto`` runs int8 where it was verified against fp32, else fp32."""
 
 
 class ModelError(PixsearchError):
@@ -53,9 +57,72 @@ class TextSpec(TowerSpec):
     pad_to_context: bool = False
     """Pad every query to context_length (SigLIP and fixed-shape exports need it)."""
     pad_id: int = 0
-    clean: str = "whitespace"
+    clean: CleanMode = "whitespace"
     """Text clean-up before tokenising: ``whitespace`` collapses runs of spaces;
     ``canonicalize`` also lower-cases and drops punctuation (open_clip's SigLIP rule)."""
+
+
+def _flag(value: object) -> bool:
+    """A JSON boolean, or the strings "true"/"false" that pixsearch 0.x wrote."""
+    return value is True or (isinstance(value, str) and value.strip().lower() == "true")
+
+
+def _number(value: object) -> float | None:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    try:
+        return float(str(value)) if value is not None else None
+    except ValueError:
+        return None
+
+
+@dataclass(frozen=True)
+class Variant:
+    """Alternative tower files of a model (the INT8 variant ``pixsearch quantize`` makes), and how they
+    measured against fp32. A tower the variant does not name runs its fp32 file."""
+
+    image: str | None = None
+    """The image tower's file: absolute (overlay variants) or relative to the model directory."""
+    text: str | None = None
+    verified: bool = False
+    """Measured to agree with fp32; ``--precision auto`` only ever picks a verified variant."""
+    image_recipe: str = "fp32"
+    """The quantization recipe kept for each tower ("fp32": none agreed, the tower runs fp32)."""
+    text_recipe: str = "fp32"
+    image_min_cosine: float | None = None
+    text_min_cosine: float | None = None
+    top10_overlap: float | None = None
+    image_speedup: float | None = None
+    text_speedup: float | None = None
+    samples: str = ""
+    ladder: str = ""
+    """The recipe ladder that made it (quantize.LADDER): a newer ladder re-quantizes."""
+    image_tried: str = ""
+    text_tried: str = ""
+
+    def file(self, tower: Tower) -> str | None:
+        return self.image if tower == "image" else self.text
+
+    @classmethod
+    def from_json(cls, entry: Mapping[str, object]) -> Variant:
+        """Read an entry of a manifest or overlay; keys this version does not know are ignored."""
+        values: dict[str, Any] = {}
+        for item in fields(cls):
+            if item.name not in entry:
+                continue
+            raw = entry[item.name]
+            if item.name == "verified":
+                values[item.name] = _flag(raw)
+            elif item.name.endswith(("_cosine", "_overlap", "_speedup")):
+                values[item.name] = _number(raw)
+            else:
+                values[item.name] = None if raw is None else str(raw)
+        return cls(**values)
+
+    def to_json(self) -> dict[str, Any]:
+        """The entry as written to ``variants.json`` (towers the variant does not name left out)."""
+        return {key: value for key, value in asdict(self).items()
+                if value is not None or key not in ("image", "text")}
 
 
 @dataclass(frozen=True)
@@ -67,8 +134,8 @@ class ModelSpec:
     text: TextSpec
     preprocess: PreprocessConfig
     directory: Path = field(compare=False, default=Path("."))
-    variants: dict[str, dict[str, str]] = field(default_factory=dict, compare=False)
-    """Alternative ONNX files, e.g. {"int8": {"image": "/cache/variants/m/image.int8.onnx", "verified": "true"}}.
+    variants: dict[str, Variant] = field(default_factory=dict, compare=False)
+    """Alternative ONNX files by variant name, e.g. ``{"int8": Variant(image="/cache/variants/m/image.int8.onnx")}``.
 
     Filled from the variants overlay in pixsearch's cache (``variants.py``), so the files
     usually live outside the model directory and are absolute; relative ones (older
@@ -78,6 +145,11 @@ class ModelSpec:
     def path(self, relative: str) -> Path:
         """A file of the model: relative to its directory, or an absolute path (overlay variants)."""
         return self.directory / relative  # an absolute *relative* replaces the directory
+
+    def tower_file(self, tower: Tower, variant: str = "fp32") -> str:
+        """The file *tower* runs in *variant*: the variant's own, else the fp32 one."""
+        own = self.variants[variant].file(tower) if variant in self.variants else None
+        return own or (self.image.file if tower == "image" else self.text.file)
 
     def to_manifest(self) -> dict[str, Any]:
         pre = asdict(self.preprocess)
@@ -90,7 +162,7 @@ class ModelSpec:
             "image": asdict(self.image),
             "text": asdict(self.text),
             "preprocess": pre,
-            "variants": self.variants,
+            "variants": {name: variant.to_json() for name, variant in self.variants.items()},
         }
 
     def write_manifest(self) -> Path:
@@ -101,19 +173,22 @@ class ModelSpec:
 
 def _load_json(path: Path) -> dict[str, Any]:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise ModelError(f"cannot read {path}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ModelError(f"cannot read {path}: expected a JSON object, found {type(data).__name__}")
+    return data
 
 
 def _preprocess_from_dict(pre: dict[str, Any]) -> PreprocessConfig:
     size = pre["size"]
     return PreprocessConfig(
         size=(int(size[0]), int(size[1])) if isinstance(size, (list, tuple)) else (int(size), int(size)),
-        resize=pre.get("resize", "shortest"),
-        interpolation=pre.get("interpolation", "bicubic"),
-        mean=tuple(pre["mean"]),
-        std=tuple(pre["std"]),
+        resize=resize_named(pre.get("resize")),
+        interpolation=interpolation_named(pre.get("interpolation")),
+        mean=channel_values(pre["mean"], "preprocess.mean"),
+        std=channel_values(pre["std"], "preprocess.std"),
         shortest_edge=pre.get("shortest_edge"),
     )
 
@@ -129,13 +204,13 @@ def read_pixsearch_dir(directory: Path) -> ModelSpec:
         text=TextSpec(**data["text"]),
         preprocess=_preprocess_from_dict(data["preprocess"]),
         directory=directory,
-        variants=data.get("variants", {}),
+        variants={str(name): Variant.from_json(entry) for name, entry in (data.get("variants") or {}).items()},
     )
 
 
 # ----------------------------------------------------------------------------- transformers configs
 
-_RESAMPLE = {0: "nearest", 2: "bilinear", 3: "bicubic"}
+_RESAMPLE: dict[int, Interpolation] = {0: "nearest", 2: "bilinear", 3: "bicubic"}
 
 
 def preprocess_from_hf(pre: dict[str, Any]) -> PreprocessConfig:
@@ -147,8 +222,8 @@ def preprocess_from_hf(pre: dict[str, Any]) -> PreprocessConfig:
     size = pre.get("size", 224)
     crop = pre.get("crop_size")
     interpolation = _RESAMPLE.get(int(pre.get("resample", 3)), "bicubic")
-    mean = tuple(float(x) for x in pre.get("image_mean", (0.5, 0.5, 0.5)))
-    std = tuple(float(x) for x in pre.get("image_std", (0.5, 0.5, 0.5)))
+    mean = channel_values(pre.get("image_mean", (0.5, 0.5, 0.5)), "image_mean")
+    std = channel_values(pre.get("image_std", (0.5, 0.5, 0.5)), "image_std")
     if isinstance(size, int):
         size = {"shortest_edge": size}
     if "shortest_edge" in size:

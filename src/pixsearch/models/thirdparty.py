@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .preprocess import PreprocessConfig
+from .preprocess import PreprocessConfig, channel_values
 from .spec import ModelError, ModelSpec, TextSpec, TowerSpec, read_hf_preprocess
 
 
@@ -18,9 +18,12 @@ def _json(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ModelError(f"model file missing: {path}")
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8"))
     except ValueError as exc:
         raise ModelError(f"cannot parse {path}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ModelError(f"cannot parse {path}: expected a JSON object, found {type(data).__name__}")
+    return data
 
 
 def _pad_id(tokenizer_json: Path, pad_token: str | None) -> int:
@@ -44,8 +47,8 @@ def _pad_id(tokenizer_json: Path, pad_token: str | None) -> int:
 def _token_text(value: Any) -> str | None:
     """tokenizer_config.json writes special tokens as a string or as {"content": ...}."""
     if isinstance(value, dict):
-        return value.get("content")
-    return value
+        value = value.get("content")
+    return None if value is None else str(value)
 
 
 def read_immich_dir(directory: Path, model_id: str) -> ModelSpec:
@@ -60,8 +63,8 @@ def read_immich_dir(directory: Path, model_id: str) -> ModelSpec:
         size=size_hw,
         resize="squash" if resize_mode == "squash" else "shortest",
         interpolation="bilinear" if pre.get("interpolation") == "bilinear" else "bicubic",
-        mean=tuple(float(x) for x in pre["mean"]),
-        std=tuple(float(x) for x in pre["std"]),
+        mean=channel_values(pre["mean"], f"{directory}/visual/preprocess_cfg.json mean"),
+        std=channel_values(pre["std"], f"{directory}/visual/preprocess_cfg.json std"),
     )
     text_cfg = config.get("text_cfg", {})
     tokenizer_file = directory / "textual" / "tokenizer.json"

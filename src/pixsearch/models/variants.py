@@ -9,8 +9,11 @@ file into ``ModelSpec.variants``, whatever the model's layout::
       "model_id": "ViT-B-32__openai",
       "source": {"image": {"file": "visual/model.onnx", "bytes": 351468764, "digest": "..."},
                  "text": {...}},
-      "variants": {"int8": {"image": "image.int8.onnx", "verified": "true", "image_min_cosine": "0.99931", ...}}
+      "variants": {"int8": {"image": "image.int8.onnx", "verified": true, "image_min_cosine": 0.99931, ...}}
     }
+
+Each entry is a ``spec.Variant``; files written before it existed hold every value as a
+string (``"verified": "true"``), which ``Variant.from_json`` still reads.
 
 Tower files are relative to that folder; a tower a variant does not name runs its
 fp32 file from the model folder. ``source`` fingerprints the fp32 towers the variant
@@ -31,7 +34,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from .spec import ModelSpec
+from .spec import ModelSpec, Tower, Variant
 
 OVERLAY = "variants.json"
 _DIGEST_SPAN = 1 << 20
@@ -67,6 +70,14 @@ def source_of(spec: ModelSpec) -> dict[str, Any]:
             for tower, file in (("image", spec.image.file), ("text", spec.text.file))}
 
 
+def _entries(data: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The raw ``variants`` entries of an overlay file, skipping any that are not JSON objects."""
+    raw = data.get("variants")
+    if not isinstance(raw, dict):
+        return {}
+    return {str(name): entry for name, entry in raw.items() if isinstance(entry, dict)}
+
+
 def _read(folder: Path) -> dict[str, Any] | None:
     path = folder / OVERLAY
     if not path.is_file():
@@ -87,7 +98,7 @@ def _matches(data: dict[str, Any], spec: ModelSpec) -> bool:
         return False
 
 
-def read_overlay(spec: ModelSpec, cache_dir: Path) -> dict[str, dict[str, str]]:
+def read_overlay(spec: ModelSpec, cache_dir: Path) -> dict[str, Variant]:
     """The overlay variants of *spec* with absolute file paths, or {} (none, or made from other files)."""
     folder = overlay_dir(cache_dir, spec.model_id)
     data = _read(folder)
@@ -98,12 +109,11 @@ def read_overlay(spec: ModelSpec, cache_dir: Path) -> dict[str, dict[str, str]]:
                     folder / OVERLAY, spec.model_id)
         return {}
     merged = {}
-    for name, entry in (data.get("variants") or {}).items():
-        resolved = {key: str(value) for key, value in entry.items()}
-        for tower in ("image", "text"):
-            if tower in resolved:
-                resolved[tower] = str(folder / resolved[tower])
-        merged[name] = resolved
+    for name, entry in _entries(data).items():
+        variant = Variant.from_json(entry)
+        merged[name] = dataclasses.replace(
+            variant, image=str(folder / variant.image) if variant.image else None,
+            text=str(folder / variant.text) if variant.text else None)
     return merged
 
 
@@ -115,8 +125,8 @@ def with_overlay(spec: ModelSpec, cache_dir: Path) -> ModelSpec:
     return dataclasses.replace(spec, variants={**spec.variants, **overlay})
 
 
-def write_overlay(spec: ModelSpec, cache_dir: Path, name: str, entry: dict[str, str],
-                  files: dict[str, Path]) -> Path:
+def write_overlay(spec: ModelSpec, cache_dir: Path, name: str, entry: Variant,
+                  files: dict[Tower, Path]) -> Path:
     """Record variant *name* of *spec*: move its tower *files* (tower -> path) into the overlay folder.
 
     *entry* names each tower file relative to the folder, as ``files`` will be placed;
@@ -126,16 +136,19 @@ def write_overlay(spec: ModelSpec, cache_dir: Path, name: str, entry: dict[str, 
     folder = overlay_dir(cache_dir, spec.model_id)
     folder.mkdir(parents=True, exist_ok=True)
     for tower, path in files.items():
-        os.replace(path, folder / entry[tower])
+        target = entry.file(tower)
+        if not target:
+            raise ValueError(f"variant {name!r} names no {tower} file for {path}")
+        os.replace(path, folder / target)
     data = _read(folder)
-    variants = dict(data.get("variants") or {}) if data is not None and _matches(data, spec) else {}
-    variants[name] = entry
+    variants = _entries(data) if data is not None and _matches(data, spec) else {}
+    variants[name] = entry.to_json()
     payload = {"model_id": spec.model_id, "source": source_of(spec), "variants": variants}
     handle, tmp = tempfile.mkstemp(prefix=".variants-", suffix=".json", dir=folder)
     with os.fdopen(handle, "w", encoding="utf-8") as out:
         out.write(json.dumps(payload, indent=2) + "\n")
     os.replace(tmp, folder / OVERLAY)
-    used = {value for entry in variants.values() for key, value in entry.items() if key in ("image", "text")}
+    used = {str(value) for raw in variants.values() for key, value in raw.items() if key in ("image", "text")}
     for stale in folder.glob("*.onnx"):  # towers an earlier run wrote and this one no longer uses
         if stale.name not in used:
             stale.unlink(missing_ok=True)

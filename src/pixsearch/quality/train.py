@@ -237,7 +237,7 @@ class Trainer:
                                                      attention_mask=tokens["attention_mask"]))
         loss = info_nce(image, text, self.model.logit_scale.exp(), groups)
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        torch.autograd.backward(loss)  # loss.backward(), which torch leaves unannotated
         self.optimizer.step()
         self.scheduler.step()
         with torch.no_grad():
