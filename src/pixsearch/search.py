@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
 
 import numpy as np
 
 from .errors import PixsearchError
 from .images import decode_image
 from .models.base import Embedder
-from .store import Hit, Store, path_prefix_filter, quote
+from .store import Filters, Hit, Store
 
 MAX_QUERY_CHARS = 1000
 MAX_K = 1000
@@ -21,22 +20,6 @@ QUERY_MAX_PIXELS = 50_000_000
 
 class QueryError(PixsearchError, ValueError):
     """A query pixsearch refuses (empty, too long, unknown id, not an image...)."""
-
-
-@dataclass(frozen=True)
-class Filters:
-    folder: str = ""
-    """Only images at or under this folder."""
-    label: str = ""
-    min_score: float | None = None
-
-    def expression(self) -> str:
-        parts = []
-        if self.folder:
-            parts.append(f"({path_prefix_filter(self.folder)})")
-        if self.label:
-            parts.append(f"label == {quote(self.label)}")
-        return " and ".join(parts)
 
 
 class _LruCache:

@@ -26,11 +26,10 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
-import typer
 
 from ..images import IMAGE_SUFFIXES, ImageError, load_image
 from .onnx import OnnxEmbedder
@@ -332,9 +331,12 @@ def _fallback(result: TowerResult, spec: ModelSpec, reference: Vectors) -> tuple
 
 
 def quantize_model(spec: ModelSpec, cache_dir: Path, sample_images: Sequence[Path],
-                   queries: Sequence[str] = DEFAULT_QUERIES, threads: int = 0, log: Log = print) -> QuantizeReport:
+                   queries: Sequence[str] = DEFAULT_QUERIES, threads: int = 0,
+                   log: Log = lambda _message: None) -> QuantizeReport:
     """Quantize both towers of the model *spec* (any layout), verify, and record the variant in the
-    overlay under *cache_dir* (``variants.py``); the model folder is only read."""
+    overlay under *cache_dir* (``variants.py``); the model folder is only read.
+
+    *log* receives one line per recipe tried; the models layer never prints, its caller does."""
     folder = overlay_dir(cache_dir, spec.model_id)
     folder.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=".quantizing-", dir=folder.parent))
@@ -375,47 +377,3 @@ def _quantize_in(spec: ModelSpec, work: Path, folder: Path, sample_images: Seque
     verified = (not forced and min(image.min_cosine, text.min_cosine) >= MIN_COSINE and overlap >= MIN_TOP10_OVERLAP)
     return QuantizeReport(image=image, text=text, top10_overlap=overlap, images=len(crops), queries=len(trial.queries),
                           verified=verified)
-
-
-# ----------------------------------------------------------------------------- command
-
-
-def _read_queries(path: Path | None) -> list[str]:
-    if path is None:
-        return list(DEFAULT_QUERIES)
-    lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
-    found = [line for line in lines if line]
-    if len(found) < 5:
-        raise ModelError(f"{path}: need at least 5 queries (one per line) to verify the text tower")
-    return found
-
-
-def quantize_command(
-    model: Annotated[str, typer.Option("--model", "-m", help="Model name, hf-hub:owner/repo or folder, any layout.")],
-    images: Annotated[Path, typer.Option("--images", help="Folder of real photos to verify on (a few dozen of yours).")],
-    queries: Annotated[Path | None, typer.Option("--queries", help="Text file, one verification query per line.")] = None,
-    limit: Annotated[int, typer.Option("--limit", help="At most this many sample images.")] = 64,
-    threads: Annotated[int, typer.Option("--threads", help="ONNX Runtime threads (0: auto).")] = 0,
-) -> None:
-    """Make an INT8 variant of a model; `--precision auto` uses it only if it agrees with fp32.
-
-    The variant goes into pixsearch's cache (never into the model folder), keyed by model id.
-    """
-    from ..config import load_settings
-    from .loader import load_spec
-
-    if not images.is_dir():
-        raise ModelError(f"--images {images}: not a folder")
-    cache_dir = Path(load_settings().cache_dir).expanduser()
-    spec = load_spec(model, cache_dir)
-    report = quantize_model(spec, cache_dir, sample_images(images, limit), _read_queries(queries), threads)
-    for tower in (report.image, report.text):
-        print(f"{tower.tower} tower: {tower.recipe}, min cosine {tower.min_cosine:.5f} (mean {tower.mean_cosine:.5f}), "
-              f"{tower.speedup:.2f}x fp32 speed")
-    print(f"text->image top-10 overlap with fp32: {report.top10_overlap:.3f}")
-    print(f"recorded in {report.overlay}")
-    if report.verified:
-        print(f"verified: --precision auto now uses int8 for {spec.model_id}")
-    else:
-        print(f"NOT verified (needs cosine >= {MIN_COSINE} and overlap >= {MIN_TOP10_OVERLAP}): "
-              "kept as --precision int8 only; auto stays fp32")

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from .extras import require_torch
+from .spec import ModelError
 
 if TYPE_CHECKING:
     from transformers import CLIPTokenizer
@@ -43,7 +44,7 @@ def read_preset(name_or_path: str) -> dict[str, Any]:
         return dict(PRESETS[name_or_path])
     path = Path(name_or_path)
     if not path.is_file():
-        raise ValueError(f"--from-scratch {name_or_path!r}: not a preset ({', '.join(PRESETS)}) nor a JSON file")
+        raise ModelError(f"--from-scratch {name_or_path!r}: not a preset ({', '.join(PRESETS)}) nor a JSON file")
     preset = dict(PRESETS["small"])
     preset.update(json.loads(path.read_text(encoding="utf-8")))
     return preset

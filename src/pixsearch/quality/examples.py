@@ -12,7 +12,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..errors import PixsearchError
 from .datasets import Dataset, prompts_for
+
+
+class SplitError(PixsearchError, ValueError):
+    """A validation share outside [0, 1)."""
 
 
 @dataclass
@@ -43,7 +48,7 @@ def subset(examples: Examples, indices: Sequence[int]) -> Examples:
 def split_indices(count: int, fraction: float, seed: int) -> tuple[list[int], list[int]]:
     """(train, validation) indices: a seeded shuffle, at least two items left for training."""
     if not 0.0 <= fraction < 1.0:
-        raise ValueError(f"--val-split must be in [0, 1), got {fraction}")
+        raise SplitError(f"--val-split must be in [0, 1), got {fraction}")
     order: list[int] = np.random.default_rng(seed).permutation(count).tolist()
     n_val = min(round(count * fraction), max(0, count - 2))
     return sorted(order[n_val:]), sorted(order[:n_val])
