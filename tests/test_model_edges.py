@@ -161,3 +161,32 @@ def test_trained_export_keeps_the_nested_processor(nested_processor_checkpoint, 
     out.mkdir()
     save_checkpoint_dir(checkpoint.model, checkpoint.tokenizer, nested_processor_checkpoint, out)
     assert read_hf_preprocess(out) == read_hf_preprocess(nested_processor_checkpoint)
+
+
+# ----------------------------------------------------------------------------- the one torch check
+
+
+@pytest.fixture
+def without_torch(monkeypatch):
+    """Make `import torch` fail as it does where the torch extra is not installed."""
+    monkeypatch.setitem(sys.modules, "torch", None)
+
+
+def test_every_torch_use_names_the_extra_the_same_way(without_torch, tmp_path):
+    from pixsearch.models.convert import load_checkpoint
+    from pixsearch.models.extras import require_torch
+    from pixsearch.models.scratch import new_clip_checkpoint
+    from pixsearch.quality.train import Trainer, TrainOptions
+
+    attempts = {
+        "converting a transformers checkpoint": lambda: load_checkpoint(tmp_path),
+        "making a new CLIP checkpoint": lambda: new_clip_checkpoint(tmp_path / "new"),
+        "`pixsearch train`": lambda: Trainer(TrainOptions(data=tmp_path, output=tmp_path / "out")),
+        "this check": lambda: require_torch("this check"),
+    }
+    for purpose, attempt in attempts.items():
+        with pytest.raises(ModelError) as info:
+            attempt()
+        message = str(info.value)
+        assert message.startswith(purpose) and "pip install 'pixsearch[torch]'" in message, message
+    assert not (tmp_path / "new").exists() and not (tmp_path / "out").exists()

@@ -85,3 +85,14 @@ def test_train_resume_export_and_use(tmp_path, cache_dir):
     hits = json.loads(run_cli("search", "a photo of a hat", "--model", str(out), "--db", db, "-k", "3",
                               "--json").stdout)
     assert len(hits) == 3
+
+
+def test_train_state_reads_the_dict_saved_in_state_pt():
+    """state.pt keeps the state as plain values (as pixsearch always wrote it), so older runs resume."""
+    from pixsearch.quality.train import EpochRecord, TrainState
+
+    saved = {"epoch": 1, "step_in_epoch": 2, "global_step": 5, "best": 0.5, "bad_epochs": 0,
+             "history": [{"epoch": 1, "loss": 2.5, "val_score": 0.5}], "fingerprint": "abc", "finished": False}
+    state = TrainState.from_dict(saved)
+    assert state.history == [EpochRecord(epoch=1, loss=2.5, val_score=0.5)] and state.global_step == 5
+    assert state.to_dict() == saved
