@@ -53,7 +53,7 @@ def choose_model(settings: Settings, store: Store,
         return settings.model or DEFAULT_MODEL, None
     if settings.model:
         return settings.model, None
-    collections = store.collections() if collections is None else collections
+    collections = store.collections(count=False) if collections is None else collections
     if len(collections) == 1:
         return collections[0].model, collections[0]
     if len(collections) > 1:
@@ -73,10 +73,10 @@ def open_collection(settings: Settings) -> Store:
         if info is None and not settings.collection:
             spec = load_spec(model, Path(settings.cache_dir).expanduser())
             info = store.info(collection_name_for(spec.model_id))
-        store.collection = settings.collection or (info.name if info else "")
-        if not store.collection or store.info() is None:
+        name = settings.collection or (info.name if info else "")
+        if not name or store.info(name) is None:
             raise StoreError(f"nothing indexed yet in {settings.db} for that model or collection")
-        return store
+        return store.bind(name)
     except BaseException:
         store.close()
         raise
@@ -86,13 +86,13 @@ def open_workspace(settings: Settings, create: bool = False) -> Workspace:
     """Store + embedder for a command. *create*: make the collection if missing (indexing)."""
     store = Store(settings.db, token=settings.token)
     try:
-        collections = None if create else store.collections()
+        collections = None if create else store.collections(count=False)
         if collections == []:
             raise StoreError(f"nothing indexed yet in {settings.db}: run `pixsearch index PATH` first")
         model, info = choose_model(settings, store, collections)
         cache_dir = Path(settings.cache_dir).expanduser()
         spec = load_spec(model, cache_dir)
-        store.collection = settings.collection or (info.name if info else collection_name_for(spec.model_id))
+        store = store.bind(settings.collection or (info.name if info else collection_name_for(spec.model_id)))
         reference = _model_reference(model)
         if create:
             store.ensure_collection(spec.model_id, reference, spec.dim)

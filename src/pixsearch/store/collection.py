@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Sequence
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
 import numpy as np
 from numpy.typing import ArrayLike
 
+from .client import MilvusCalls
 from .errors import StoreError
 from .filters import path_prefix_filter
+from .policy import IndexPolicy
 from .rows import FIELDS, ImageRow, plain_row, wire_row
-from .schema import image_description, image_schema, parse_description
+from .schema import image_description, image_schema, schema_version
 from .skiplog import SkipLog
 from .table import Table
 
@@ -34,32 +38,77 @@ class Hit:
         return str(self.fields.get("path", ""))
 
 
+def create_image_table(table: Table, description: str, dim: int,
+                       schema_for: Callable[[str, int], Any] = image_schema) -> None:
+    """Create *table* as an image collection: *schema_for(description, dim)* and the policy's vector index."""
+    index = table.index_params()
+    index.add_index(field_name="vector", index_type=table.policy.index_type, metric_type="IP",
+                    params=table.policy.index_params)
+    table.create(schema_for(description, dim), index)
+
+
+COUNT_MAX_AGE_S = 5.0
+"""How long a count may be reused when this process has not written since: other processes
+writing to a server show up within this long. (A Milvus Lite file has no other writers.)"""
+
+
 @dataclass(frozen=True)
 class CollectionInfo:
+    """What a collection's description says, and its row count where one was asked for."""
+
     name: str
     model_id: str
     model: str
     """What to pass as --model to query this collection."""
     dim: int
-    count: int
+    count: int | None
+    """Rows in the collection; None when not counted (a Strong count(*) costs ~200 ms on a server)."""
     backend: str
+    schema_version: int = 1
 
 
 class Collection(Table):
     """An image collection: rows of ``rows.FIELDS`` plus a vector, made by pixsearch for one model."""
 
-    def info(self) -> CollectionInfo | None:
-        """Facts about this collection, or None if it does not exist or is not ours."""
-        if not self.exists():
-            return None
-        meta = parse_description(str(self._calls.describe_collection(self.name).get("description", "")))
+    def __init__(self, calls: MilvusCalls, policy: IndexPolicy, name: str):
+        super().__init__(calls, policy, name)
+        self._count_lock = threading.Lock()
+        self._writes = 0
+        """Writes this object has finished; a cached count is valid only for the number it was taken at."""
+        self._cached_count: tuple[int, float, int] | None = None
+        """(count, monotonic time taken, self._writes when the count started)."""
+
+    def info(self, *, count: bool = False) -> CollectionInfo | None:
+        """Facts about this collection, or None if it does not exist or is not ours; *count*: with its rows."""
+        meta = self.description()
         if meta is None:
             return None
         return CollectionInfo(name=self.name, model_id=meta["model_id"], model=meta.get("model", meta["model_id"]),
-                              dim=int(meta["dim"]), count=self.count_rows(), backend=self.policy.backend)
+                              dim=int(meta["dim"]), count=self.count() if count else None,
+                              backend=self.policy.backend, schema_version=schema_version(meta))
 
     def count(self) -> int:
-        return self.count_rows()
+        """Rows in the collection: a Strong count(*) (~200 ms on a server), reused until this object
+        writes or deletes, or for COUNT_MAX_AGE_S (writes by other processes)."""
+        with self._count_lock:
+            cached, started_at = self._cached_count, self._writes
+        if cached is not None:
+            count, taken, writes = cached
+            if writes == started_at and time.monotonic() - taken < COUNT_MAX_AGE_S:
+                return count
+        taken = time.monotonic()
+        count = self.count_rows()
+        with self._count_lock:
+            # A write that finished while counting may be missing from the count: keep it only if none did.
+            if self._writes == started_at:
+                self._cached_count = (count, taken, started_at)
+        return count
+
+    def invalidate_count(self) -> None:
+        """Forget the cached count: this object changed the rows (or the collection itself)."""
+        with self._count_lock:
+            self._writes += 1
+            self._cached_count = None
 
     def ensure_collection(self, model_id: str, model: str, dim: int) -> None:
         """Create the collection for *model_id*, or check that the existing one belongs to it."""
@@ -75,21 +124,30 @@ class Collection(Table):
         if self.exists():
             raise StoreError(f"collection {self.name!r} in {self.uri} was not made by pixsearch; "
                              "pass another --collection")
-        index = self.index_params()
-        index.add_index(field_name="vector", index_type=self.policy.index_type, metric_type="IP",
-                        params=self.policy.index_params)
-        self.create(image_schema(image_description(model_id, model, dim), dim), index)
+        create_image_table(self, image_description(model_id, model, dim), dim)
+        self.invalidate_count()
 
     def drop(self) -> None:
         """Drop the collection and its skip log."""
         SkipLog(self).drop()
         self.drop_table()
+        self.invalidate_count()
 
     # ------------------------------------------------------------------ writes
 
     def upsert(self, rows: Sequence[ImageRow] | Sequence[dict[str, Any]]) -> None:
         """Insert or replace rows (each with every field and ``vector``), in backend-sized batches."""
-        self.write([wire_row(r) for r in rows])
+        try:
+            self.write([wire_row(r) for r in rows])
+        finally:
+            self.invalidate_count()
+
+    def delete(self, ids: Iterable[str]) -> int:
+        """Delete rows by id; returns how many ids were asked for."""
+        try:
+            return super().delete(ids)
+        finally:
+            self.invalidate_count()
 
     def flush(self, force: bool = False) -> None:
         """Seal what was written so searches use the index instead of scanning growing rows.

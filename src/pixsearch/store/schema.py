@@ -1,7 +1,9 @@
 """The Milvus schemas of pixsearch's collections, and the description that marks them as ours.
 
-An image collection's description is JSON: ``{"pixsearch": 1, "model_id", "model", "dim"}``.
-A collection without it was not made by pixsearch and is never touched.
+An image collection's description is JSON: ``{"pixsearch": 1, "model_id", "model", "dim",
+"schema_version"}``. A collection without it was not made by pixsearch and is never touched.
+``schema_version`` says which layout of fields the collection has (see ``migrations``);
+collections made before it was recorded have version 1.
 """
 
 from __future__ import annotations
@@ -11,12 +13,21 @@ from typing import Any
 
 from .rows import MAX_LABEL, MAX_PATH, MAX_REASON
 
+SCHEMA_VERSION = 1
+"""The layout of image collections this code writes. Raise it with a migration in ``migrations``."""
 SKIP_SUFFIX = "__skipped"
 """A collection's skip log is the collection named like it plus this."""
 
 
-def image_description(model_id: str, model: str, dim: int) -> str:
-    return json.dumps({"pixsearch": 1, "model_id": model_id, "model": model, "dim": dim})
+def image_description(model_id: str, model: str, dim: int, version: int | None = None) -> str:
+    """The description of a new image collection, at *version* (default: this code's ``SCHEMA_VERSION``)."""
+    return json.dumps({"pixsearch": 1, "model_id": model_id, "model": model, "dim": dim,
+                       "schema_version": SCHEMA_VERSION if version is None else version})
+
+
+def schema_version(meta: dict[str, Any]) -> int:
+    """The schema version a parsed description records (1 when it records none)."""
+    return int(meta.get("schema_version", 1))
 
 
 def parse_description(text: str) -> dict[str, Any] | None:

@@ -13,6 +13,7 @@ from .client import MilvusCalls
 from .filters import quote
 from .policy import DELETE_BATCH, IndexPolicy
 from .rows import plain_row
+from .schema import parse_description
 
 
 class Table:
@@ -33,6 +34,17 @@ class Table:
 
     def exists(self) -> bool:
         return self._calls.has_collection(self.name)
+
+    def description(self) -> dict[str, Any] | None:
+        """The pixsearch facts in the collection's description, or None if it does not exist or is not
+        an image collection of pixsearch's (see ``schema.parse_description``)."""
+        if not self.exists():
+            return None
+        return parse_description(self.description_text())
+
+    def description_text(self) -> str:
+        """The collection's description as Milvus holds it."""
+        return str(self._calls.describe_collection(self.name).get("description", ""))
 
     def create(self, schema: Any, index_params: Any) -> None:
         """Create the collection with pymilvus' *schema* and *index_params* (see ``schema.py``)."""
