@@ -17,6 +17,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import os
+import stat
 import threading
 import time
 from collections import deque
@@ -24,6 +25,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -77,6 +79,12 @@ class IndexReport:
     def images_per_second(self) -> float:
         return self.embedded / self.seconds if self.seconds > 0 else 0.0
 
+    @property
+    def nothing_indexed(self) -> bool:
+        """Files were found but none is in the index: every one failed, now or before."""
+        ok = self.added + self.updated + self.moved + self.unchanged
+        return ok == 0 and bool(self.skipped or self.still_skipped)
+
     def summary(self) -> str:
         text = (f"added {self.added}, updated {self.updated}, moved {self.moved}, removed {self.removed}, "
                 f"unchanged {self.unchanged}, skipped {len(self.skipped) + self.still_skipped} "
@@ -90,6 +98,16 @@ class IndexReport:
 def _stat_file(path: str, label: str = "") -> SourceFile:
     st = os.stat(path)
     return SourceFile(path=path, size=st.st_size, mtime=st.st_mtime, label=label)
+
+
+def _not_a_file(entry: os.DirEntry[str]) -> str:
+    """Why an entry named like an image is not one: a dangling symlink or a special file."""
+    if entry.is_symlink() and not os.path.exists(entry.path):
+        return f"broken symlink: its target {os.readlink(entry.path)} does not exist"
+    mode = entry.stat().st_mode
+    kind = ("a named pipe" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode)
+            else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a special file")
+    return f"not a regular file ({kind})"
 
 
 def walk_folder(root: str, scan: Scan) -> None:
@@ -113,8 +131,12 @@ def walk_folder(root: str, scan: Scan) -> None:
             try:
                 if entry.is_dir():
                     stack.append(entry.path)
-                elif entry.is_file() and os.path.splitext(entry.name)[1].lower() in IMAGE_SUFFIXES:
+                elif os.path.splitext(entry.name)[1].lower() not in IMAGE_SUFFIXES:
+                    continue
+                elif entry.is_file():
                     scan.files.append(_stat_file(entry.path))
+                else:
+                    scan.problems.append((entry.path, _not_a_file(entry)))
             except OSError as exc:
                 scan.problems.append((entry.path, f"cannot stat: {exc.strerror or exc}"))
 
@@ -148,6 +170,21 @@ def _read_csv_rows(csv_path: Path, reader: csv.DictReader[str], scan: Scan) -> N
             scan.problems.append((path, f"listed in {csv_path.name} line {line} but {exc.strerror or exc}"))
 
 
+def check_sources(sources: Iterable[str | Path]) -> None:
+    """Refuse, before anything is opened or created, sources that cannot be indexed at all:
+    a path that does not exist, or a folder that cannot be listed."""
+    for source in sources:
+        path = os.path.abspath(os.path.expanduser(str(source)))
+        if not os.path.lexists(path):
+            raise SourceError(f"{source}: no such file or folder")
+        if os.path.isdir(path):
+            try:
+                with os.scandir(path):
+                    pass
+            except OSError as exc:
+                raise SourceError(f"{source}: cannot list folder: {exc.strerror or exc}") from exc
+
+
 def scan_sources(sources: Iterable[str | Path]) -> Scan:
     """Scan folders, single image files and CSV lists into one deduplicated Scan."""
     scan = Scan()
@@ -168,6 +205,17 @@ def scan_sources(sources: Iterable[str | Path]) -> Scan:
 
 
 # ----------------------------------------------------------------------------- the pipeline
+
+
+RETRIED_REASONS = ("permission denied", "cannot read file")
+"""How ``images.read_file`` words a failure to read the bytes at all (``ImageError.unreadable``).
+Its cause (a permission, a flaky disk or share) can go away while the file's size and mtime stay
+the same, so such a skip is retried on every run; a corrupt file only once it changes."""
+
+
+def may_have_cleared(reason: str) -> bool:
+    """Whether a recorded skip may succeed now although the file did not change."""
+    return reason.startswith(RETRIED_REASONS)
 
 
 @dataclass
@@ -193,11 +241,11 @@ class _RunState:
     """What one index run knows and has counted so far."""
 
     report: IndexReport
-    existing: dict[str, dict] = field(default_factory=dict)
+    existing: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Indexed rows by path, as they were when the run started."""
     known_hashes: dict[str, str] = field(default_factory=dict)
     """content hash -> id of a row holding that content's vector (grows as batches commit)."""
-    skipped_before: dict[str, dict] = field(default_factory=dict)
+    skipped_before: dict[str, dict[str, Any]] = field(default_factory=dict)
     """The skip log as it was when the run started, by path."""
     hash_of_id: dict[str, str] = field(default_factory=dict)
     """Row id -> the content hash that row holds."""
@@ -276,12 +324,14 @@ class Indexer:
             state.remember(row["id"], row["content_hash"])
         todo = []
         for file in scan.files:
-            row = state.existing.get(file.path) or state.skipped_before.get(file.path)
-            if not (row and row["size"] == file.size and row["mtime"] == file.mtime):
+            known: dict[str, Any] | None = state.existing.get(file.path) or state.skipped_before.get(file.path)
+            if not (known and known["size"] == file.size and known["mtime"] == file.mtime):
                 todo.append(file)
-            elif file.path not in state.existing:
+            elif file.path not in state.existing and not may_have_cleared(known["reason"]):
                 state.report.still_skipped += 1
-            elif file.label and file.label != row["label"]:
+            elif file.path not in state.existing:
+                todo.append(file)  # e.g. a permission fixed by chmod, which changes neither size nor mtime
+            elif file.label and file.label != known["label"]:
                 todo.append(file)
             else:
                 state.report.unchanged += 1
@@ -317,8 +367,8 @@ class Indexer:
                 if len(batch) >= self.batch_size or not pending or self.stop.is_set():
                     self._commit(batch, state)
                     batch = []
-                if progress:
-                    progress(done, len(todo))
+                    if progress:  # files count as done once embedded and written, not when decoded
+                        progress(done, len(todo))
                 if self.stop.is_set():
                     for future in pending:
                         future.cancel()
@@ -346,11 +396,12 @@ class Indexer:
             if not work.reuse_id:
                 fresh.setdefault(work.digest, []).append(work)
         firsts = [group[0] for group in fresh.values()]
-        vectors = self.embedder.embed_prepared([w.crop for w in firsts]) if firsts else []
+        crops = [w.crop for w in firsts if w.crop is not None]
+        vectors = self.embedder.embed_prepared(crops) if crops else np.zeros((0, self.embedder.dim), np.float32)
         state.report.embedded += len(firsts)
         now = time.time()
         rows = []
-        for first, vector in zip(firsts, vectors):
+        for first, vector in zip(firsts, vectors, strict=True):
             for work in fresh[first.digest]:
                 rows.append(self._row(work, vector, first.width, first.height, now, state))
                 state.count(work.file.path, moved=False)
@@ -371,7 +422,7 @@ class Indexer:
         self.skips.forget([row["path"] for row in rows if row["path"] in state.skipped_before])
 
     @staticmethod
-    def _row(work: _Work, vector: np.ndarray, width: int, height: int, now: float, state: _RunState) -> dict:
+    def _row(work: _Work, vector: np.ndarray, width: int, height: int, now: float, state: _RunState) -> dict[str, Any]:
         file = work.file
         label = file.label or state.existing.get(file.path, {}).get("label", "")  # a folder run keeps CSV labels
         return {"id": image_id(file.path), "vector": vector, "path": file.path, "label": label,

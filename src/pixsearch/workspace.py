@@ -4,18 +4,26 @@ Which collection and model a command uses:
 1. ``--collection`` given: that collection, with the model it records (``--model`` must agree).
 2. ``--model`` given: that model's own collection.
 3. neither: the database's only pixsearch collection; with none yet, the default model.
+
+Commands that only read (search, stats, remove) never create a database: a Milvus Lite file
+that does not exist yet means nothing is indexed. Indexing into a new file loads the model
+first, so a model that fails to load leaves no empty database behind either.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from .config import DEFAULT_MODEL, Settings
 from .indexer import Indexer
-from .models import Embedder, load_embedder, load_spec
-from .store import CollectionInfo, Store, StoreError, collection_name_for
+from .models import REGISTRY, Embedder, ModelError, ModelSpec, load_embedder, load_spec
+from .store import CollectionInfo, Store, StoreError, collection_name_for, is_local_uri
+
+StageCallback = Callable[[str], None]
+"""Told, before it starts, about a slow first-use step (converting, downloading) in one line."""
 
 
 @dataclass
@@ -62,11 +70,54 @@ def choose_model(settings: Settings, store: Store,
     return DEFAULT_MODEL, None
 
 
+def database_exists(uri: str) -> bool:
+    """False only for a Milvus Lite file that is not there yet (a server always "exists")."""
+    return not is_local_uri(uri) or Path(uri).expanduser().exists()
+
+
+def _nothing_indexed(settings: Settings) -> StoreError:
+    return StoreError(f"nothing indexed yet in {settings.db}: run `pixsearch index PATH` first")
+
+
+def first_use_step(model: str, cache_dir: Path) -> str | None:
+    """What loading *model* must do first that takes a while, in words; None when it is ready.
+
+    A transformers checkpoint is converted to ONNX once (tens of seconds for ViT-B), a hub model
+    downloaded once; both are cached, so this says so only the first time.
+    """
+    from .models.convert import converted_dir
+    from .models.spec import detect_layout
+
+    local = Path(model).expanduser()
+    if local.is_dir():
+        try:
+            layout = detect_layout(local)
+        except ModelError:
+            return None  # load_spec says what is wrong with the folder
+        if layout == "transformers" and not (converted_dir(local, cache_dir) / "pixsearch.json").is_file():
+            return f"converting the transformers checkpoint {local} to ONNX (first use only, then cached)"
+        return None
+    known = REGISTRY.get(model)
+    repo = known.repo if known else model.removeprefix("hf-hub:") if model.startswith("hf-hub:") else ""
+    if repo and not (cache_dir / "hub" / f"models--{repo.replace('/', '--')}").is_dir():
+        return f"downloading {repo} from the Hugging Face hub (first use only, then cached)"
+    return None
+
+
+def _load_spec(model: str, cache_dir: Path, on_stage: StageCallback | None) -> ModelSpec:
+    step = first_use_step(model, cache_dir) if on_stage else None
+    if step and on_stage:
+        on_stage(step)
+    return load_spec(model, cache_dir)
+
+
 def open_collection(settings: Settings) -> Store:
     """The store on an existing collection, for commands that need no model (remove).
 
     The model is resolved only when the database cannot say which collection is meant.
     """
+    if not database_exists(settings.db):
+        raise _nothing_indexed(settings)
     store = Store(settings.db, token=settings.token)
     try:
         model, info = choose_model(settings, store)
@@ -82,16 +133,23 @@ def open_collection(settings: Settings) -> Store:
         raise
 
 
-def open_workspace(settings: Settings, create: bool = False) -> Workspace:
-    """Store + embedder for a command. *create*: make the collection if missing (indexing)."""
+def open_workspace(settings: Settings, create: bool = False, on_stage: StageCallback | None = None) -> Workspace:
+    """Store + embedder for a command. *create*: make the collection if missing (indexing).
+
+    *on_stage* hears about slow first-use steps (see ``first_use_step``) before they start.
+    """
+    cache_dir = Path(settings.cache_dir).expanduser()
+    if not database_exists(settings.db):
+        if not create:
+            raise _nothing_indexed(settings)
+        return _open_new(settings, cache_dir, on_stage)
     store = Store(settings.db, token=settings.token)
     try:
         collections = None if create else store.collections(count=False)
         if collections == []:
-            raise StoreError(f"nothing indexed yet in {settings.db}: run `pixsearch index PATH` first")
+            raise _nothing_indexed(settings)
         model, info = choose_model(settings, store, collections)
-        cache_dir = Path(settings.cache_dir).expanduser()
-        spec = load_spec(model, cache_dir)
+        spec = _load_spec(model, cache_dir, on_stage)
         store = store.bind(settings.collection or (info.name if info else collection_name_for(spec.model_id)))
         reference = _model_reference(model)
         if create:
@@ -105,6 +163,22 @@ def open_workspace(settings: Settings, create: bool = False) -> Workspace:
                 raise StoreError(f"collection {store.collection!r} was indexed with model {existing.model_id!r}, "
                                  f"not {spec.model_id!r}: use --model {existing.model}")
         embedder = load_embedder(model, cache_dir, threads=settings.threads, precision=settings.precision, spec=spec)
+        return Workspace(store=store, embedder=embedder, model=reference)
+    except BaseException:
+        store.close()
+        raise
+
+
+def _open_new(settings: Settings, cache_dir: Path, on_stage: StageCallback | None) -> Workspace:
+    """Index into a database file that does not exist yet: the model loads before the file is made."""
+    model = settings.model or DEFAULT_MODEL
+    spec = _load_spec(model, cache_dir, on_stage)
+    embedder = load_embedder(model, cache_dir, threads=settings.threads, precision=settings.precision, spec=spec)
+    store = Store(settings.db, token=settings.token)
+    try:
+        store = store.bind(settings.collection or collection_name_for(spec.model_id))
+        reference = _model_reference(model)
+        store.ensure_collection(spec.model_id, reference, spec.dim)
         return Workspace(store=store, embedder=embedder, model=reference)
     except BaseException:
         store.close()

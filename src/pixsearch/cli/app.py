@@ -7,12 +7,13 @@ import sys
 import typer
 
 from . import index, models, quality, quantize, search, serve, stats
-from .common import EXIT_INTERRUPTED, err
+from .common import EXIT_CODES_HELP, EXIT_INTERRUPTED, err
 
 app = typer.Typer(no_args_is_help=True, add_completion=False,
-                  help="Search your pictures by text or by example, with CLIP models and Milvus.")
+                  help="Search your pictures by text or by example, with CLIP models and Milvus.",
+                  epilog=EXIT_CODES_HELP)
 
-app.command("index")(index.index)
+app.command("index", epilog=EXIT_CODES_HELP)(index.index)
 app.command("search")(search.search)
 app.command("stats")(stats.stats)
 app.command("remove")(index.remove)

@@ -39,6 +39,9 @@ EXIT_NOTHING_INDEXED = 1
 EXIT_USAGE = 2
 """Nothing done: bad flags, a missing path, a config, model or database error."""
 EXIT_INTERRUPTED = 130
+"""Ctrl-C: what was written before it stays; a re-run finishes the job."""
+EXIT_CODES_HELP = ("Exit status: 0 done; 1 nothing indexed (every file found failed); 2 nothing done "
+                   "(bad flags, a missing or unlistable path, a config, model or database error); 130 interrupted.")
 
 
 class UserError(PixsearchError):

@@ -6,17 +6,25 @@ import json
 import shlex
 import signal
 import threading
+import time
 from pathlib import Path
 from types import FrameType
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
-from ..indexer import IndexReport
-from ..workspace import Workspace
 from .common import (
     EXIT_INTERRUPTED,
+    EXIT_NOTHING_INDEXED,
     CollectionOpt,
     DbOpt,
     ModelOpt,
@@ -29,6 +37,10 @@ from .common import (
     settings_from,
 )
 
+if TYPE_CHECKING:
+    from ..indexer import IndexReport
+    from ..workspace import Workspace
+
 QUANTIZE_HINT_IMAGES = 500
 """An fp32 run that embeds at least this many images suggests `pixsearch quantize`."""
 
@@ -37,6 +49,46 @@ def _progress() -> Progress:
     return Progress(TextColumn("[bold]indexing"), BarColumn(), MofNCompleteColumn(),
                     TextColumn("{task.fields[rate]}"),
                     TimeRemainingColumn(), console=err, transient=False, disable=not err.is_terminal)
+
+
+class _Rate:
+    """Images per second from the first written batch on, so model loading, the first batch's
+    decoding and its tower warm-up do not count (it used to start while files were only decoded:
+    hundreds of img/s shown for a model that embeds a dozen)."""
+
+    def __init__(self) -> None:
+        self.start: tuple[float, int] | None = None
+
+    def text(self, done: int) -> str:
+        now = time.perf_counter()
+        if self.start is None:
+            if done > 0:
+                self.start = (now, done)
+            return "measuring speed"
+        began, base = self.start
+        return f"{(done - base) / max(now - began, 1e-9):6.1f} img/s"
+
+
+class _Stage:
+    """A slow first-use step (converting, downloading): its own line, and a spinner while it runs."""
+
+    def __init__(self) -> None:
+        self.progress: Progress | None = None
+
+    def start(self, text: str) -> None:
+        err.print(text, highlight=False, soft_wrap=True)
+        if err.is_terminal:
+            self.progress = Progress(SpinnerColumn(), TextColumn(text.split(" (")[0]), TimeElapsedColumn(),
+                                     console=err, transient=True)
+            self.progress.start()
+            self.progress.add_task("stage", total=None)
+
+    def __enter__(self) -> _Stage:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.progress is not None:
+            self.progress.stop()
 
 
 def _install_interrupt(stop: threading.Event) -> None:
@@ -63,23 +115,26 @@ def index(
     watch: Annotated[bool, typer.Option("--watch", help="Keep running and sync changes as they happen.")] = False,
 ) -> None:
     """Embed new and changed images and store them in Milvus (re-runs only touch what changed)."""
+    from ..indexer import check_sources
     from ..workspace import new_indexer, open_workspace
 
     settings = settings_from(db=db, token=token, collection=collection, model=model, threads=threads,
                              precision=precision, batch_size=batch_size, workers=workers)
-    ws = open_workspace(settings, create=True)
+    check_sources(paths)  # before anything is opened: a typo must not create a database
+    with _Stage() as stage:
+        ws = open_workspace(settings, create=True, on_stage=stage.start)
     try:
         indexer = new_indexer(ws, settings)
         _install_interrupt(indexer.stop)
         with _progress() as bar:
             task = bar.add_task("index", total=None, rate="")
+            rate = _Rate()
 
             def on_progress(done: int, total: int) -> None:
                 if done == 0:
                     err.print(f"reading {total} new or changed images ({ws.embedder.model_id}, "
-                              f"{ws.embedder.variant})", highlight=False)
-                elapsed = bar.tasks[0].elapsed or 1e-9
-                bar.update(task, completed=done, total=total, rate=f"{done / elapsed:6.1f} img/s")
+                              f"{ws.embedder.variant})", highlight=False, soft_wrap=True)
+                bar.update(task, completed=done, total=total, rate=rate.text(done))
 
             report = indexer.run(paths, delete=delete, progress=on_progress)
         print_report(report, as_json)
@@ -88,7 +143,7 @@ def index(
         if watch and not report.interrupted:
             from ..watch import watch as watch_folders
 
-            err.print(f"watching {', '.join(map(str, paths))} for changes (Ctrl-C to stop)")
+            err.print(f"watching {', '.join(map(str, paths))} for changes (Ctrl-C to stop)", soft_wrap=True)
             watch_folders(indexer, [str(p) for p in paths if p.is_dir()],
                           on_report=lambda r: print_report(r, as_json))
             return
@@ -96,6 +151,8 @@ def index(
         ws.close()
     if report.interrupted:
         raise typer.Exit(EXIT_INTERRUPTED)
+    if report.nothing_indexed:
+        raise typer.Exit(EXIT_NOTHING_INDEXED)
 
 
 def suggest_quantize(ws: Workspace, embedded: int, paths: list[Path]) -> None:
@@ -124,7 +181,7 @@ def print_report(report: IndexReport, as_json: bool) -> None:
         return
     for path, reason in report.skipped:
         err.print(f"[yellow]skipped[/] {path}: {reason}", highlight=False, soft_wrap=True)
-    console.print(report.summary(), highlight=False)
+    console.print(report.summary(), highlight=False, soft_wrap=True)  # scripts read this line: never wrapped
 
 
 @friendly_errors
@@ -142,4 +199,4 @@ def remove(
         removed = remove_under(store, path)
     finally:
         store.close()
-    console.print(f"removed {removed} images")
+    console.print(f"removed {removed} images", soft_wrap=True)

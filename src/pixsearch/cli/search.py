@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from ..store import Hit
+from ..store import Hit, Store
 from .common import (
     CollectionOpt,
     DbOpt,
@@ -31,7 +31,7 @@ def print_hits(hits: Sequence[Hit], as_json: bool) -> None:
         console.print_json(json.dumps([{"id": h.id, "score": round(h.score, 6), **h.fields} for h in hits]))
         return
     if not hits:
-        console.print("no results")
+        console.print("no results", soft_wrap=True)
         return
     table = Table(show_header=True, header_style="bold")
     table.add_column("#", justify="right")
@@ -41,6 +41,14 @@ def print_hits(hits: Sequence[Hit], as_json: bool) -> None:
     for rank, hit in enumerate(hits, start=1):
         table.add_row(str(rank), f"{hit.score:.4f}", hit.path, hit.fields.get("label", ""))
     console.print(table)
+
+
+def _require_indexed_under(store: Store, folder: str, given: str) -> None:
+    """No results under --folder: say so when the folder holds no indexed image at all (a typo,
+    or a folder never indexed), rather than printing "no results"."""
+    if next(store.iter_under(folder, ("path",)), None) is None:
+        shown = given if given == folder else f"{given} ({folder})"
+        raise UserError(f"no indexed images under --folder {shown}")
 
 
 @friendly_errors
@@ -82,6 +90,8 @@ def search(
         else:
             assert like is not None
             hits = searcher.by_id(like, k, filters)
+        if not hits and filters.folder:
+            _require_indexed_under(ws.store, filters.folder, folder or "")
     finally:
         ws.close()
     print_hits(hits, as_json)

@@ -19,14 +19,17 @@ def stats(
     as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
 ) -> None:
     """Show the collections in a database: model, dimension, number of images."""
-    from ..store import SkipLog, Store
+    from ..store import CollectionInfo, SkipLog, Store
+    from ..workspace import database_exists
 
     settings = settings_from(db=db, token=token)
-    with Store(settings.db, token=settings.token) as store:
-        infos = store.collections()
-        skips: dict[str, list[dict[str, Any]]] = {}
-        for info in infos if skipped else []:
-            skips[info.name] = sorted(SkipLog(store, info.name).rows().values(), key=lambda r: str(r["path"]))
+    infos: list[CollectionInfo] = []
+    skips: dict[str, list[dict[str, Any]]] = {}
+    if database_exists(settings.db):  # asking must not create an empty database
+        with Store(settings.db, token=settings.token) as store:
+            infos = store.collections()
+            for info in infos if skipped else []:
+                skips[info.name] = sorted(SkipLog(store, info.name).rows().values(), key=lambda r: str(r["path"]))
     if skipped:
         print_skips(skips, as_json)
         return
@@ -34,7 +37,7 @@ def stats(
         console.print_json(json.dumps([vars(i) for i in infos]))
         return
     if not infos:
-        console.print(f"{settings.db}: no pixsearch collections yet; run `pixsearch index PATH`")
+        console.print(f"{settings.db}: no pixsearch collections yet; run `pixsearch index PATH`", soft_wrap=True)
         return
     table = Table("collection", "model", "dim", "images", "backend", header_style="bold")
     for info in infos:
