@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import random
 import shutil
 import signal
@@ -22,9 +23,10 @@ from pixsearch.indexer import Indexer, content_hash
 from pixsearch.models import load_embedder
 from pixsearch.search import Searcher
 from pixsearch.store import FIELDS, SkipLog, Store, collection_name_for, image_id
+from pixsearch.watch import watch
 
 from .conftest import SAMPLES, run_cli, sample_images
-from .observe import COMMITTED, Lines, start_logged
+from .observe import COMMITTED, WATCHING, Lines, start_logged, wait_for
 
 
 @pytest.fixture
@@ -92,7 +94,7 @@ def assert_vectors_are_the_files(store: Store, embedder) -> None:
     crops = [embedder.prepare(load_image(Path(r["path"]), min_side=embedder.min_decode_side).rgb) for r in rows]
     expected = embedder.embed_prepared(crops)
     cosines = (expected * np.stack([r["vector"] for r in rows])).sum(axis=1)
-    assert cosines.min() > 0.999, [r["path"] for r, c in zip(rows, cosines) if c <= 0.999]
+    assert cosines.min() > 0.999, [r["path"] for r, c in zip(rows, cosines, strict=True) if c <= 0.999]
 
 
 def random_operation(rng: random.Random, root: Path, counter: list[int]) -> None:
@@ -413,10 +415,9 @@ def test_watch_mode_follows_changes(tmp_path, tiny_model):
     root = tmp_path / "lib"
     shutil.copytree(SAMPLES / "hat", root)
     db = str(tmp_path / "watch.db")
-    process = subprocess.Popen([sys.executable, "-m", "pixsearch", "index", str(root), "--model", str(tiny_model),
-                                "--db", db, "--watch", "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True, env=os.environ.copy())
-    reports = []
+    process = start_logged("index", str(root), "--model", str(tiny_model), "--db", db, "--watch", "--json",
+                           stdout=subprocess.PIPE)
+    reports: list[dict] = []
 
     def read_reports():
         buffer = ""
@@ -426,26 +427,20 @@ def test_watch_mode_follows_changes(tmp_path, tiny_model):
                 reports.append(json.loads(buffer))
                 buffer = ""
 
-    reader = threading.Thread(target=read_reports, daemon=True)
-    reader.start()
+    threading.Thread(target=read_reports, daemon=True).start()
 
-    def wait_for(predicate, timeout=60.0):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if any(predicate(r) for r in reports):
-                return
-            time.sleep(0.2)
-        raise AssertionError(f"no matching report: {reports}")
+    def report_where(predicate) -> None:
+        wait_for(lambda: any(predicate(r) for r in reports), 60, f"a matching report in {reports}")
 
     try:
-        wait_for(lambda r: r["added"] == 2)
-        time.sleep(1.0)  # the observer is running once the first report is out
+        Lines(process.stderr).expect(lambda line: line.startswith(WATCHING), timeout=120)
+        report_where(lambda r: r["added"] == 2)  # printed before the watcher starts
         (root / "notes.txt").write_text("not a picture, and no reason to list it as skipped")
         (root / "other.csv").write_text(f"id,path,label\n1,{sample_images()[1]},elsewhere\n")
         shutil.copy(sample_images()[0], root / "new.jpg")
-        wait_for(lambda r: r["added"] == 1)
-        next(p for p in root.iterdir() if p.name != "new.jpg").unlink()
-        wait_for(lambda r: r["removed"] == 1)
+        report_where(lambda r: r["added"] == 1)
+        next(p for p in root.iterdir() if p.name != "new.jpg" and p.suffix == ".jpg").unlink()
+        report_where(lambda r: r["removed"] == 1)
     finally:
         process.send_signal(signal.SIGINT)
         process.wait(timeout=30)
@@ -453,6 +448,28 @@ def test_watch_mode_follows_changes(tmp_path, tiny_model):
     assert [s["count"] for s in stats] == [2]  # the CSV's image outside the folder was not indexed
     skipped = json.loads(run_cli("stats", "--db", db, "--skipped", "--json").stdout)
     assert all(rows == [] for rows in skipped.values()), skipped
+
+
+@lite_only
+def test_watch_sees_a_change_made_right_after_it_reports_ready(tmp_path, store, embedder):
+    """No grace period: the first file written once *ready* is set is indexed."""
+    root = tmp_path / "lib"
+    root.mkdir()
+    indexer = Indexer(store, embedder)
+    reports: queue.Queue = queue.Queue()
+    ready, stop = threading.Event(), threading.Event()
+    thread = threading.Thread(target=watch, args=(indexer, [str(root)], reports.put),
+                              kwargs={"quiet": 0.2, "stop": stop, "ready": ready}, daemon=True)
+    thread.start()
+    try:
+        assert ready.wait(30), "the watcher never reported ready"
+        shutil.copy(sample_images()[0], root / "first.jpg")
+        report = reports.get(timeout=30)
+        assert report.added == 1 and indexed(store).keys() == {str(root / "first.jpg")}, report.summary()
+    finally:
+        stop.set()
+        thread.join(30)
+    assert not thread.is_alive()
 
 
 def test_changing_the_model_of_a_collection_is_refused(tmp_path, tiny_model, tiny_checkpoint, sample_dir):
