@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import random
 import shutil
 import signal
@@ -21,9 +22,11 @@ from pixsearch.images import ImageError, decode_image, load_image
 from pixsearch.indexer import Indexer, content_hash
 from pixsearch.models import load_embedder
 from pixsearch.search import Searcher
-from pixsearch.store import SkipLog, Store, collection_name_for, image_id
+from pixsearch.store import FIELDS, SkipLog, Store, collection_name_for, image_id
+from pixsearch.watch import watch
 
 from .conftest import SAMPLES, run_cli, sample_images
+from .observe import COMMITTED, WATCHING, Lines, start_logged, wait_for
 
 
 @pytest.fixture
@@ -91,7 +94,7 @@ def assert_vectors_are_the_files(store: Store, embedder) -> None:
     crops = [embedder.prepare(load_image(Path(r["path"]), min_side=embedder.min_decode_side).rgb) for r in rows]
     expected = embedder.embed_prepared(crops)
     cosines = (expected * np.stack([r["vector"] for r in rows])).sum(axis=1)
-    assert cosines.min() > 0.999, [r["path"] for r, c in zip(rows, cosines) if c <= 0.999]
+    assert cosines.min() > 0.999, [r["path"] for r, c in zip(rows, cosines, strict=True) if c <= 0.999]
 
 
 def random_operation(rng: random.Random, root: Path, counter: list[int]) -> None:
@@ -319,24 +322,71 @@ def _make_library(root: Path, count: int) -> None:
         variant(images[i % len(images)], root / f"d{i % 7}" / f"img {i:04d}.jpg", i * 3 + 1)
 
 
+def _rows_with_vectors(db: Path, collection: str) -> dict[str, dict]:
+    """Every row of a Milvus Lite file, by id, with its vector (no process may hold the file)."""
+    store = Store(str(db), collection=collection)
+    try:
+        ids = [r["id"] for r in store.iter_rows(("path",))]
+        rows = store.get(ids, with_vectors=True)
+        count = store.count()
+    finally:
+        store.close()
+    assert len(ids) == len(set(ids)) == len(rows) == count, "a row is stored twice"
+    return {r["id"]: r for r in rows}
+
+
+def _assert_rows_match(rows: dict[str, dict], clean: dict[str, dict]) -> None:
+    """Each row is whole and is exactly what a clean, uninterrupted run stores for that id."""
+    for row_id, row in rows.items():
+        assert row_id == image_id(row["path"]) and row_id in clean, row["path"]
+        expected = clean[row_id]
+        assert {k: row[k] for k in FIELDS if k != "indexed_at"} == \
+            {k: expected[k] for k in FIELDS if k != "indexed_at"}, row["path"]
+        assert np.allclose(row["vector"], expected["vector"], atol=1e-5), row["path"]
+
+
+KILL_LIBRARY = 60
+KILL_BATCH = 2
+"""30 batches: the kill lands after the batches the test waited for and long before the last."""
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("seed", [11, 12, 13])
-def test_kill_9_loses_nothing_and_leaves_no_duplicates(seed, tmp_path, tiny_model):
+@pytest.mark.parametrize("batches_before_kill", [1, 5])
+def test_kill_9_mid_run_leaves_whole_rows_and_a_rerun_finishes_exactly(batches_before_kill, tmp_path, tiny_model,
+                                                                       embedder):
+    """SIGKILL once the run has reported *batches_before_kill* committed batches (see tests/observe.py)."""
     root = tmp_path / "lib"
-    _make_library(root, 150)
-    db = str(tmp_path / "crash.db")
-    args = ["index", str(root), "--model", str(tiny_model), "--db", db, "--batch-size", "8"]
-    process = subprocess.Popen([sys.executable, "-m", "pixsearch", *args], stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL, env=os.environ.copy())
-    time.sleep(random.Random(seed).uniform(2.5, 5.0))
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    report = json.loads(run_cli(*args, "--json").stdout)
-    assert report["added"] + report["unchanged"] == 150 and report["removed"] == 0
-    again = json.loads(run_cli(*args, "--json").stdout)
-    assert again["unchanged"] == 150 and again["embedded"] == 0
-    stats = json.loads(run_cli("stats", "--db", db, "--json").stdout)
-    assert [s["count"] for s in stats] == [150]
+    _make_library(root, KILL_LIBRARY)
+    collection = collection_name_for(embedder.model_id)
+    index = ["index", str(root), "--model", str(tiny_model), "--batch-size", str(KILL_BATCH)]
+    run_cli(*index, "--db", str(tmp_path / "clean.db"))
+    clean = _rows_with_vectors(tmp_path / "clean.db", collection)
+    assert len(clean) == KILL_LIBRARY
+
+    db = tmp_path / "crash.db"
+    process = start_logged(*index, "--db", str(db))
+    try:
+        log = Lines(process.stderr)
+        for _ in range(batches_before_kill):
+            log.expect(lambda line: line.startswith(COMMITTED), timeout=120)
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == -signal.SIGKILL, "the run ended before the kill: " + "".join(log.seen)
+
+    after_kill = _rows_with_vectors(db, collection)
+    assert batches_before_kill * KILL_BATCH <= len(after_kill) < KILL_LIBRARY, len(after_kill)
+    _assert_rows_match(after_kill, clean)
+
+    report = json.loads(run_cli(*index, "--db", str(db), "--json").stdout)
+    assert (report["unchanged"], report["added"]) == (len(after_kill), KILL_LIBRARY - len(after_kill)), report
+    assert report["removed"] == report["updated"] == report["moved"] == 0 and report["skipped"] == [], report
+    final = _rows_with_vectors(db, collection)
+    assert final.keys() == clean.keys()
+    _assert_rows_match(final, clean)
 
 
 @pytest.mark.slow
@@ -365,10 +415,9 @@ def test_watch_mode_follows_changes(tmp_path, tiny_model):
     root = tmp_path / "lib"
     shutil.copytree(SAMPLES / "hat", root)
     db = str(tmp_path / "watch.db")
-    process = subprocess.Popen([sys.executable, "-m", "pixsearch", "index", str(root), "--model", str(tiny_model),
-                                "--db", db, "--watch", "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True, env=os.environ.copy())
-    reports = []
+    process = start_logged("index", str(root), "--model", str(tiny_model), "--db", db, "--watch", "--json",
+                           stdout=subprocess.PIPE)
+    reports: list[dict] = []
 
     def read_reports():
         buffer = ""
@@ -378,26 +427,20 @@ def test_watch_mode_follows_changes(tmp_path, tiny_model):
                 reports.append(json.loads(buffer))
                 buffer = ""
 
-    reader = threading.Thread(target=read_reports, daemon=True)
-    reader.start()
+    threading.Thread(target=read_reports, daemon=True).start()
 
-    def wait_for(predicate, timeout=60.0):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if any(predicate(r) for r in reports):
-                return
-            time.sleep(0.2)
-        raise AssertionError(f"no matching report: {reports}")
+    def report_where(predicate) -> None:
+        wait_for(lambda: any(predicate(r) for r in reports), 60, f"a matching report in {reports}")
 
     try:
-        wait_for(lambda r: r["added"] == 2)
-        time.sleep(1.0)  # the observer is running once the first report is out
+        Lines(process.stderr).expect(lambda line: line.startswith(WATCHING), timeout=120)
+        report_where(lambda r: r["added"] == 2)  # printed before the watcher starts
         (root / "notes.txt").write_text("not a picture, and no reason to list it as skipped")
         (root / "other.csv").write_text(f"id,path,label\n1,{sample_images()[1]},elsewhere\n")
         shutil.copy(sample_images()[0], root / "new.jpg")
-        wait_for(lambda r: r["added"] == 1)
-        next(p for p in root.iterdir() if p.name != "new.jpg").unlink()
-        wait_for(lambda r: r["removed"] == 1)
+        report_where(lambda r: r["added"] == 1)
+        next(p for p in root.iterdir() if p.name != "new.jpg" and p.suffix == ".jpg").unlink()
+        report_where(lambda r: r["removed"] == 1)
     finally:
         process.send_signal(signal.SIGINT)
         process.wait(timeout=30)
@@ -405,6 +448,28 @@ def test_watch_mode_follows_changes(tmp_path, tiny_model):
     assert [s["count"] for s in stats] == [2]  # the CSV's image outside the folder was not indexed
     skipped = json.loads(run_cli("stats", "--db", db, "--skipped", "--json").stdout)
     assert all(rows == [] for rows in skipped.values()), skipped
+
+
+@lite_only
+def test_watch_sees_a_change_made_right_after_it_reports_ready(tmp_path, store, embedder):
+    """No grace period: the first file written once *ready* is set is indexed."""
+    root = tmp_path / "lib"
+    root.mkdir()
+    indexer = Indexer(store, embedder)
+    reports: queue.Queue = queue.Queue()
+    ready, stop = threading.Event(), threading.Event()
+    thread = threading.Thread(target=watch, args=(indexer, [str(root)], reports.put),
+                              kwargs={"quiet": 0.2, "stop": stop, "ready": ready}, daemon=True)
+    thread.start()
+    try:
+        assert ready.wait(30), "the watcher never reported ready"
+        shutil.copy(sample_images()[0], root / "first.jpg")
+        report = reports.get(timeout=30)
+        assert report.added == 1 and indexed(store).keys() == {str(root / "first.jpg")}, report.summary()
+    finally:
+        stop.set()
+        thread.join(30)
+    assert not thread.is_alive()
 
 
 def test_changing_the_model_of_a_collection_is_refused(tmp_path, tiny_model, tiny_checkpoint, sample_dir):

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import logging
 import os
 import stat
 import threading
@@ -33,6 +34,8 @@ from .errors import PixsearchError
 from .images import IMAGE_SUFFIXES, ImageError, decode_image, read_file
 from .models.base import Embedder
 from .store import SkipLog, Store, image_id, is_under
+
+log = logging.getLogger(__name__)
 
 
 class SourceError(PixsearchError, ValueError):
@@ -420,6 +423,8 @@ class Indexer:
         broken = [image_id(w.file.path) for w in failed if w.file.path in state.existing and not w.unreadable]
         state.report.removed += self.store.delete(broken)
         self.skips.forget([row["path"] for row in rows if row["path"] in state.skipped_before])
+        # After the writes return: a line per batch that an observer (a log, a test) can rely on.
+        log.info("committed %d rows, %d files skipped", len(rows), len(failed))
 
     @staticmethod
     def _row(work: _Work, vector: np.ndarray, width: int, height: int, now: float, state: _RunState) -> dict[str, Any]:

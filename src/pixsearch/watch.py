@@ -4,6 +4,10 @@ File-system events are collected and debounced: once nothing has happened for
 ``quiet`` seconds, the touched paths are synced in one go -- existing ones are
 indexed (new, modified, or moved here: a move reuses the vector by content hash),
 vanished ones are removed. Bursts (a copy of 1,000 photos) become one batch run.
+
+Readiness is a signal, not a guess: ``watch`` sets its *ready* event (and logs
+``watching ...`` on ``pixsearch.watch``) once the observer has started, i.e. once
+the kernel watches exist and every later change is seen.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from collections.abc import Callable
 from .images import IMAGE_SUFFIXES
 from .indexer import Indexer, IndexReport
 
-logger = logging.getLogger("pixsearch")
+logger = logging.getLogger(__name__)
 
 
 class _Collector:
@@ -58,8 +62,13 @@ def sync_paths(indexer: Indexer, paths: set[str]) -> IndexReport:
 
 
 def watch(indexer: Indexer, roots: list[str], on_report: Callable[[IndexReport], None],
-          quiet: float = 1.0, stop: threading.Event | None = None) -> None:
-    """Watch *roots* until *stop* is set (or Ctrl-C), syncing after each quiet spell."""
+          quiet: float = 1.0, stop: threading.Event | None = None,
+          ready: threading.Event | None = None) -> None:
+    """Watch *roots* until *stop* is set (or Ctrl-C), syncing after each quiet spell.
+
+    *ready* is set once changes under *roots* are being seen (watchdog's ``Observer.start``
+    creates the inotify watches of each scheduled folder before it returns).
+    """
     from watchdog.events import FileSystemEvent, FileSystemEventHandler
     from watchdog.observers import Observer
 
@@ -77,6 +86,9 @@ def watch(indexer: Indexer, roots: list[str], on_report: Callable[[IndexReport],
         observer.schedule(Handler(), os.path.abspath(root), recursive=True)
     observer.start()
     try:
+        logger.info("watching %s for changes", ", ".join(roots))
+        if ready is not None:
+            ready.set()
         while not stop.wait(0.2):
             paths = collector.take_if_quiet(quiet)
             if paths:
@@ -100,6 +112,8 @@ class BackgroundSync:
         self.paths = paths
         self.follow = follow
         self.on_report = on_report
+        self.watching = threading.Event()
+        """Set once *follow* is on and the watcher sees changes (after the first full run)."""
         self._thread = threading.Thread(target=self._run, name="pixsearch-sync", daemon=True)
 
     def _run(self) -> None:
@@ -107,7 +121,8 @@ class BackgroundSync:
             report = self.indexer.run(self.paths)
             self.on_report(report)
             if self.follow and not self.indexer.stop.is_set():
-                watch(self.indexer, [p for p in self.paths if os.path.isdir(p)], self.on_report)
+                watch(self.indexer, [p for p in self.paths if os.path.isdir(p)], self.on_report,
+                      ready=self.watching)
         except Exception:
             logger.exception("background indexing of %s stopped", ", ".join(self.paths))
 
