@@ -22,15 +22,18 @@ the same seed gives the same bytes, hence the same model id, in every run.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
-from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 
 OPSET = 17
 IR_VERSION = 8
@@ -59,30 +62,66 @@ class TinyShape:
 # ----------------------------------------------------------------------------- tokenizer
 
 
+def learn_merges(words: Counter[tuple[str, ...]], max_merges: int) -> list[tuple[str, str]]:
+    """Byte-pair merges learned from *words* (symbol tuples with their counts), most frequent pair first.
+
+    Written out rather than taken from ``tokenizers.trainers.BpeTrainer``: that trainer numbers
+    tokens and breaks ties in hash order, so each run would write a different tokenizer (hence
+    model id). Here ties go to the alphabetically first pair: the same texts, the same merges.
+    """
+    merges: list[tuple[str, str]] = []
+    while len(merges) < max_merges:
+        pairs: Counter[tuple[str, str]] = Counter()
+        for symbols, count in words.items():
+            for pair in itertools.pairwise(symbols):
+                pairs[pair] += count
+        if not pairs:
+            return merges
+        best = min(pairs, key=lambda pair: (-pairs[pair], pair))
+        merges.append(best)
+        merged: Counter[tuple[str, ...]] = Counter()
+        for symbols, count in words.items():
+            out: list[str] = []
+            i = 0
+            while i < len(symbols):
+                if symbols[i:i + 2] == best:
+                    out.append(best[0] + best[1])
+                    i += 2
+                else:
+                    out.append(symbols[i])
+                    i += 1
+            merged[tuple(out)] += count
+        words = merged
+    return merges
+
+
 def train_tokenizer(texts: Iterable[str], vocab_size: int = 4096) -> Tokenizer:
-    """A CLIP-style tokenizer (lower-cased, byte-level BPE with ``</w>`` word ends) learned from *texts*."""
+    """A CLIP-style tokenizer (lower-cased, byte-level BPE with ``</w>`` word ends) learned from *texts*.
+
+    Every byte, word-final or not, is in the vocabulary, so any query encodes.
+    """
     normalizer = normalizers.Sequence([normalizers.NFC(), normalizers.Replace(Regex(r"\s+"), " "),
                                        normalizers.Lowercase()])
     pre_tokenizer = pre_tokenizers.Sequence([
         pre_tokenizers.Split(Regex(CLIP_SPLIT), behavior="removed", invert=True),
         pre_tokenizers.ByteLevel(add_prefix_space=False)])
-    learner = Tokenizer(models.BPE(end_of_word_suffix="</w>", unk_token=EOS))
-    learner.normalizer, learner.pre_tokenizer = normalizer, pre_tokenizer
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[BOS, EOS], show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), end_of_word_suffix="</w>")
-    learner.train_from_iterator(list(texts), trainer=trainer)
-    learned = json.loads(learner.to_str())["model"]
-    vocab: dict[str, int] = dict(learned["vocab"])
-    for char in pre_tokenizers.ByteLevel.alphabet():  # any byte may end a word the corpus never had
-        vocab.setdefault(char + "</w>", len(vocab))
-    merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in learned["merges"]]
+    words: Counter[tuple[str, ...]] = Counter()
+    for text in texts:
+        for word, _span in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(text)):
+            words[(*word[:-1], word[-1] + "</w>")] += 1
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    vocab = {BOS: BOS_ID, EOS: EOS_ID}
+    for token in alphabet + [char + "</w>" for char in alphabet]:
+        vocab[token] = len(vocab)
+    merges = learn_merges(words, max_merges=vocab_size - len(vocab))
+    for left, right in merges:
+        vocab.setdefault(left + right, len(vocab))
     tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=merges, end_of_word_suffix="</w>", unk_token=EOS))
     tokenizer.normalizer, tokenizer.pre_tokenizer = normalizer, pre_tokenizer
     tokenizer.decoder = decoders.BPEDecoder(suffix="</w>")
     tokenizer.add_special_tokens([BOS, EOS])
     tokenizer.post_processor = processors.RobertaProcessing((EOS, EOS_ID), (BOS, BOS_ID),
                                                             trim_offsets=False, add_prefix_space=False)
-    assert tokenizer.token_to_id(BOS) == BOS_ID and tokenizer.token_to_id(EOS) == EOS_ID
     return tokenizer
 
 
@@ -105,10 +144,10 @@ class _Graph:
         self.weights.append(numpy_helper.from_array(np.asarray(array), name))
         return name
 
-    def op(self, op_type: str, inputs: list[str], name: str, **attrs: object) -> str:
+    def op(self, op_type: str, inputs: list[str], name: str, **attrs: Any) -> str:
         """Add a node; its single output is named after the node, as the torch exporter does."""
         output = f"{name}_output_0"
-        self.nodes.append(helper.make_node(op_type, inputs, [output], name=name, **attrs))
+        self.nodes.append(helper.make_node(op_type, inputs, [output], name, None, None, **attrs))
         return output
 
     def random(self, path: str, shape: tuple[int, ...], scale: float) -> str:
