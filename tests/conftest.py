@@ -15,6 +15,7 @@ import pytest
 
 from .milvus_server import TOKEN as SERVER_TOKEN
 from .milvus_server import MilvusServer, launcher_python
+from .tiny_model import build_tiny_model
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "samples" / "clothing"
@@ -47,19 +48,19 @@ def isolated(tmp_path, monkeypatch, cache_dir):
 
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory) -> Path:
-    """A random-weight CLIP in transformers format (tiny towers, tokenizer trained offline)."""
-    pytest.importorskip("torch", reason="the torch extra builds the test model: pip install '.[torch]'")
+    """A random-weight CLIP in transformers format (tiny towers, tokenizer trained offline), for the
+    conversion and training tests: only they need torch."""
+    pytest.importorskip("torch", reason="the torch extra builds the checkpoint: pip install '.[torch]'")
     from pixsearch.models.scratch import new_clip_checkpoint
 
     return new_clip_checkpoint(tmp_path_factory.mktemp("models") / "tiny-clip", "tiny", texts=CAPTIONS * 5)
 
 
 @pytest.fixture(scope="session")
-def tiny_model(tiny_checkpoint, cache_dir) -> Path:
-    """The tiny checkpoint converted to pixsearch's ONNX layout (through the same code as --model PATH)."""
-    from pixsearch.models.convert import convert_cached
-
-    return convert_cached(tiny_checkpoint, cache_dir)
+def tiny_model(tmp_path_factory) -> Path:
+    """A tiny CLIP-like model in pixsearch's ONNX layout, written without torch (tests/tiny_model.py), so a
+    default install runs every index, search, API, CLI and quantize test."""
+    return build_tiny_model(tmp_path_factory.mktemp("models") / "tiny-clip", texts=CAPTIONS * 5)
 
 
 def _rename(graph, old: str, new: str) -> None:
@@ -130,7 +131,8 @@ def sample_dir(tmp_path) -> Path:
     return target
 
 
-def run_cli(*args: str, check: bool = True, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+def run_cli(*args: str, check: bool = True, env: dict | None = None,
+            timeout: float = 300) -> subprocess.CompletedProcess:
     """Run the real `pixsearch` command in a subprocess."""
     result = subprocess.run([sys.executable, "-m", "pixsearch", *args], capture_output=True, text=True,
                             env={**os.environ, **(env or {})}, timeout=timeout)

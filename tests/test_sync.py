@@ -472,7 +472,7 @@ def test_watch_sees_a_change_made_right_after_it_reports_ready(tmp_path, store, 
     assert not thread.is_alive()
 
 
-def test_changing_the_model_of_a_collection_is_refused(tmp_path, tiny_model, tiny_checkpoint, sample_dir):
+def test_changing_the_model_of_a_collection_is_refused(tmp_path, tiny_model, sample_dir):
     run_cli("index", str(sample_dir), "--model", str(tiny_model), "--collection", "photos")
     other = tmp_path / "other-model"
     shutil.copytree(tiny_model, other)
