@@ -24,16 +24,18 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from . import __version__
+from . import __version__, search
 from .config import Settings
 from .indexer import Indexer, IndexReport
-from .search import QueryError
-from .service import Limits, NotFound, SearchService, hit_json, make_filters
+from .search import Filters, IdTerm, ImageTerm, Limits, NotFound, QueryError, Term, TextTerm, UploadTooLarge
+from .service import SearchService, make_filters
 from .store import Hit, StoreError
 from .watch import BackgroundSync
 
 ID_PARAM = Path(..., description="An image id, as returned in search results (16 hex characters).")
 log = logging.getLogger(__name__)
+FORM_OVERHEAD_BYTES = 64 * 1024
+"""What a multipart body may carry besides the image (boundaries, headers, the other fields)."""
 IMAGE_HEADERS = {"Cache-Control": "private, max-age=3600", "X-Content-Type-Options": "nosniff"}
 
 
@@ -73,9 +75,10 @@ class PayloadTooLarge(Exception):
 class BodyLimit:
     """Refuse /api request bodies over *limit* bytes while they stream in, not after buffering."""
 
-    def __init__(self, app: ASGIApp, limit: int):
+    def __init__(self, app: ASGIApp, limits: Limits):
         self.app = app
-        self.limit = limit
+        self.limits = limits
+        self.limit = limits.max_upload_bytes + FORM_OVERHEAD_BYTES
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not scope["path"].startswith("/api/"):
@@ -83,7 +86,7 @@ class BodyLimit:
             return
         declared = dict(scope["headers"]).get(b"content-length", b"0")
         if declared.isdigit() and int(declared) > self.limit:
-            await _too_large(self.limit)(scope, receive, send)
+            await _too_large(self.limits)(scope, receive, send)
             return
         seen = 0
         exceeded = started = replaced = False
@@ -105,7 +108,7 @@ class BodyLimit:
                 return
             if exceeded and message["type"] == "http.response.start" and not started:
                 replaced = started = True
-                await _too_large(self.limit)(scope, receive, send)
+                await _too_large(self.limits)(scope, receive, send)
                 return
             started = started or message["type"] == "http.response.start"
             await send(message)
@@ -115,11 +118,11 @@ class BodyLimit:
         except PayloadTooLarge:
             if started:
                 raise
-            await _too_large(self.limit)(scope, receive, send)
+            await _too_large(self.limits)(scope, receive, send)
 
 
-def _too_large(limit: int) -> JSONResponse:
-    return JSONResponse({"detail": f"request too large: uploads are limited to {limit / 2**20:.0f} MiB"}, 413)
+def _too_large(limits: Limits) -> JSONResponse:
+    return JSONResponse({"detail": f"request too large: {limits.upload_rule}"}, 413)
 
 
 def _error(status: int, message: str) -> JSONResponse:
@@ -139,7 +142,10 @@ def _install_error_handlers(app: FastAPI, limits: Limits) -> None:
         return _error(503, f"the vector store failed: {exc}")
 
     async def too_large(_: Request, __: Exception) -> JSONResponse:
-        return _too_large(limits.max_upload_bytes)
+        return _too_large(limits)
+
+    async def upload_too_large(_: Request, exc: Exception) -> JSONResponse:
+        return _error(413, str(exc))
 
     async def invalid(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
@@ -153,13 +159,14 @@ def _install_error_handlers(app: FastAPI, limits: Limits) -> None:
 
     app.add_exception_handler(QueryError, query_error)
     app.add_exception_handler(NotFound, not_found)
+    app.add_exception_handler(UploadTooLarge, upload_too_large)
     app.add_exception_handler(StoreError, store_error)
     app.add_exception_handler(PayloadTooLarge, too_large)
     app.add_exception_handler(RequestValidationError, invalid)
     app.add_exception_handler(StarletteHTTPException, http_error)
 
 
-def token_guard(api_token: str):
+def token_guard(api_token: str) -> Callable[[HTTPAuthorizationCredentials | None], None]:
     """A dependency that requires ``Authorization: Bearer <api_token>`` when a token is set."""
     bearer = HTTPBearer(auto_error=False, description="The server's --api-token, when it has one.")
 
@@ -174,10 +181,20 @@ def token_guard(api_token: str):
     return check
 
 
-def _respond(hits: list[Hit], request: Request, started: float) -> SearchResponse:
+def result(hit: Hit, prefix: str = "") -> Result:
+    """One search result as the API shows it: the stored fields, and where to fetch the image."""
+    fields = {k: v for k, v in hit.fields.items() if k not in ("id", "path")}
+    return Result(id=hit.id, path=hit.path, score=round(hit.score, 6), fields=fields,
+                  thumbnail_url=f"{prefix}/api/thumbnails/{hit.id}", image_url=f"{prefix}/api/images/{hit.id}")
+
+
+def _answer(service: SearchService, term: Term, k: int, filters: Filters, request: Request) -> SearchResponse:
+    """Run one query through the service's Searcher and time it."""
+    started = time.perf_counter()
+    hits = service.searcher.search(search.Query.of(term, k, filters))
     prefix = request.scope.get("root_path", "").rstrip("/")
     return SearchResponse(count=len(hits), took_ms=round((time.perf_counter() - started) * 1000, 2),
-                          results=[Result(**hit_json(h, prefix)) for h in hits])
+                          results=[result(h, prefix) for h in hits])
 
 
 def add_api_routes(app: FastAPI, service: SearchService) -> None:
@@ -202,30 +219,22 @@ def add_api_routes(app: FastAPI, service: SearchService) -> None:
                     k: int = k_param, min_score: float | None = min_param, folder: str = folder_param,
                     label: str = label_param) -> SearchResponse:
         """Images that best match a text description."""
-        started = time.perf_counter()
-        hits = service.by_text(q, k, make_filters(folder, label, min_score))
-        return _respond(hits, request, started)
+        return _answer(service, TextTerm(q), k, make_filters(folder, label, min_score), request)
 
     @app.post("/api/search/image", response_model=SearchResponse, dependencies=guard, tags=["search"])
     def search_image(request: Request, file: UploadFile = File(..., description="An image file (JPEG, PNG, ...)."),
                      k: int = k_param, min_score: float | None = min_param, folder: str = folder_param,
                      label: str = label_param) -> SearchResponse:
         """Images that look like an uploaded example image."""
-        started = time.perf_counter()
-        data = file.file.read(limits.max_upload_bytes + 1)
-        if len(data) > limits.max_upload_bytes:
-            raise PayloadTooLarge()
-        hits = service.by_image(data, k, make_filters(folder, label, min_score))
-        return _respond(hits, request, started)
+        data = file.file.read(limits.max_upload_bytes + 1)  # one byte over is enough for the Searcher to refuse
+        return _answer(service, ImageTerm(data), k, make_filters(folder, label, min_score), request)
 
     @app.get("/api/search/similar/{image_id}", response_model=SearchResponse, dependencies=guard, tags=["search"])
     def search_similar(request: Request, image_id: str = ID_PARAM, k: int = k_param,
                        min_score: float | None = min_param, folder: str = folder_param,
                        label: str = label_param) -> SearchResponse:
         """More like this: images close to an indexed image (which comes first, with score ~1)."""
-        started = time.perf_counter()
-        hits = service.by_id(image_id, k, make_filters(folder, label, min_score))
-        return _respond(hits, request, started)
+        return _answer(service, IdTerm(image_id), k, make_filters(folder, label, min_score), request)
 
     @app.get("/api/images/{image_id}", dependencies=guard, tags=["images"],
              responses={200: {"content": {"image/*": {}}}, 404: {"description": "Unknown id or changed file"}})
@@ -282,7 +291,7 @@ def create_app(settings: Settings, limits: Limits = Limits(), with_ui: bool = Tr
                   description="Search indexed pictures by text, by example image, or by similarity.")
     app.state.service = service
     _install_error_handlers(app, limits)
-    app.add_middleware(BodyLimit, limit=limits.max_upload_bytes + 64 * 1024)
+    app.add_middleware(BodyLimit, limits=limits)
 
     @app.get("/health", tags=["collection"])
     async def health() -> dict[str, str]:
