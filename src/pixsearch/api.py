@@ -25,6 +25,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import __version__, search
+from .apidocs import ETAG_HEADER, answers, drop_guessed_422s, image_answer, serve_docs
 from .config import Settings
 from .indexer import Indexer, IndexReport
 from .search import Filters, IdTerm, ImageTerm, Limits, NotFound, QueryError, Term, TextTerm, UploadTooLarge
@@ -200,13 +201,17 @@ def _answer(service: SearchService, term: Term, k: int, filters: Filters, reques
 def add_api_routes(app: FastAPI, service: SearchService) -> None:
     """The /api endpoints; all bounded by ``service.limits`` and guarded by the API token."""
     limits = service.limits
-    guard = [Depends(token_guard(service.settings.api_token))]
+    token = bool(service.settings.api_token)
+    # Without a token there is no guard, so the schema declares no security scheme either.
+    guard = [Depends(token_guard(service.settings.api_token))] if token else []
+    id_statuses = (404, 503)
     k_param = Query(10, ge=1, le=limits.max_k, description=f"Number of results (1-{limits.max_k}).")
     min_param = Query(None, ge=-1.0, le=1.0, description="Hide results scoring below this cosine similarity.")
     folder_param = Query("", max_length=4096, description="Only images in or under this absolute folder.")
     label_param = Query("", max_length=512, description="Only images with this label.")
 
-    @app.get("/api/stats", response_model=StatsResponse, dependencies=guard, tags=["collection"])
+    @app.get("/api/stats", response_model=StatsResponse, dependencies=guard, tags=["collection"],
+             responses=answers(503, token=token))
     def stats() -> StatsResponse:
         """Model, number of images and last indexed time of the served collection."""
         s = service.stats()
@@ -214,14 +219,16 @@ def add_api_routes(app: FastAPI, service: SearchService) -> None:
                              dim=s.dim, backend=s.backend, last_indexed=s.last_indexed, folders=list(s.folders),
                              labels=list(s.labels))
 
-    @app.get("/api/search", response_model=SearchResponse, dependencies=guard, tags=["search"])
+    @app.get("/api/search", response_model=SearchResponse, dependencies=guard, tags=["search"],
+             responses=answers(400, 422, 503, token=token))
     def search_text(request: Request, q: str = Query(..., description="Words describing the picture."),
                     k: int = k_param, min_score: float | None = min_param, folder: str = folder_param,
                     label: str = label_param) -> SearchResponse:
         """Images that best match a text description."""
         return _answer(service, TextTerm(q), k, make_filters(folder, label, min_score), request)
 
-    @app.post("/api/search/image", response_model=SearchResponse, dependencies=guard, tags=["search"])
+    @app.post("/api/search/image", response_model=SearchResponse, dependencies=guard, tags=["search"],
+              responses=answers(400, 413, 422, 503, token=token))
     def search_image(request: Request, file: UploadFile = File(..., description="An image file (JPEG, PNG, ...)."),
                      k: int = k_param, min_score: float | None = min_param, folder: str = folder_param,
                      label: str = label_param) -> SearchResponse:
@@ -229,15 +236,17 @@ def add_api_routes(app: FastAPI, service: SearchService) -> None:
         data = file.file.read(limits.max_upload_bytes + 1)  # one byte over is enough for the Searcher to refuse
         return _answer(service, ImageTerm(data), k, make_filters(folder, label, min_score), request)
 
-    @app.get("/api/search/similar/{image_id}", response_model=SearchResponse, dependencies=guard, tags=["search"])
+    @app.get("/api/search/similar/{image_id}", response_model=SearchResponse, dependencies=guard, tags=["search"],
+             responses=answers(400, 422, *id_statuses, token=token))
     def search_similar(request: Request, image_id: str = ID_PARAM, k: int = k_param,
                        min_score: float | None = min_param, folder: str = folder_param,
                        label: str = label_param) -> SearchResponse:
         """More like this: images close to an indexed image (which comes first, with score ~1)."""
         return _answer(service, IdTerm(image_id), k, make_filters(folder, label, min_score), request)
 
-    @app.get("/api/images/{image_id}", dependencies=guard, tags=["images"],
-             responses={200: {"content": {"image/*": {}}}, 404: {"description": "Unknown id or changed file"}})
+    @app.get("/api/images/{image_id}", dependencies=guard, tags=["images"], response_class=Response,
+             responses={200: {**image_answer("image/*"), "headers": ETAG_HEADER},
+                        **answers(304, *id_statuses, token=token)})
     def image(request: Request, image_id: str = ID_PARAM) -> Response:
         """The original file of an indexed image, exactly as it was indexed."""
         served = service.image(image_id)
@@ -246,8 +255,8 @@ def add_api_routes(app: FastAPI, service: SearchService) -> None:
             return Response(status_code=304, headers={"ETag": etag, **IMAGE_HEADERS})
         return Response(served.data, media_type=served.media_type, headers={"ETag": etag, **IMAGE_HEADERS})
 
-    @app.get("/api/thumbnails/{image_id}", dependencies=guard, tags=["images"],
-             responses={200: {"content": {"image/jpeg": {}}}, 404: {"description": "Unknown id or changed file"}})
+    @app.get("/api/thumbnails/{image_id}", dependencies=guard, tags=["images"], response_class=FileResponse,
+             responses={200: image_answer("image/jpeg"), **answers(*id_statuses, token=token)})
     def thumbnail(image_id: str = ID_PARAM) -> FileResponse:
         """A small JPEG of an indexed image (made once, then served from the cache folder)."""
         return FileResponse(service.thumbnail_path(image_id), media_type="image/jpeg", headers=IMAGE_HEADERS)
@@ -287,8 +296,10 @@ def create_app(settings: Settings, limits: Limits = Limits(), with_ui: bool = Tr
             else:
                 service.close()
 
-    app = FastAPI(title="pixsearch", version=__version__, lifespan=lifespan, redoc_url=None,
+    app = FastAPI(title="pixsearch", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Search indexed pictures by text, by example image, or by similarity.")
+    serve_docs(app)
+    drop_guessed_422s(app)
     app.state.service = service
     _install_error_handlers(app, limits)
     app.add_middleware(BodyLimit, limits=limits)
