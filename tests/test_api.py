@@ -485,7 +485,7 @@ def test_one_query_path_weighs_terms_and_bounds_every_query(client, tmp_path):
         searcher.search(Query((IdTerm(hit["id"], 1.0), IdTerm(hit["id"], -1.0))))
     with pytest.raises(QueryError, match="between 1 and 50"):
         searcher.search(Query.of(TextTerm("hat"), k=51))
-    with pytest.raises(UploadTooLarge, match="limited to 0.25 MiB"):
+    with pytest.raises(UploadTooLarge, match=r"limited to 0\.25 MiB"):
         searcher.search(Query.of(ImageTerm(b"\xff" * (256 * 1024 + 1))))
     short = Searcher(searcher.store, searcher.embedder, Limits(max_query_chars=5))
     with pytest.raises(QueryError, match="at most 5"):

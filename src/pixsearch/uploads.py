@@ -4,7 +4,10 @@ Gradio copies every file that an event's data names (a ``{"path": ...}`` dict) i
 *before* the handler runs, and it checks that such a path lies in its upload folder only once
 ``Blocks.has_launched`` is set, which ``gr.mount_gradio_app`` never does. A client could thus
 make the server copy and serve ``/etc/passwd``, or hang it on ``/dev/zero`` or a FIFO. The page
-is therefore walled three times, each wall enough on its own:
+is therefore walled three times. Walls 1 and 2 each stop that copy on their own; wall 3 keeps the
+handler's own reads to uploads, but cannot stop a copy Gradio makes before any handler runs (a
+copy lands in the upload folder and looks like an upload), so it backs up walls 1 and 2 and does
+not replace them (tests/test_page_attacks.py takes each wall out to show it):
 
 1. ``FileDataGuard``, in front of Gradio: a JSON body naming any path outside this server's
    private upload folder, or a URL, is refused (400, one message whatever the path is) before
