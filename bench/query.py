@@ -71,9 +71,8 @@ def wait_for_index(store: Store, timeout: float = 300.0) -> float:
     """
     start = time.perf_counter()
     store.flush()
-    client = store._client
     while time.perf_counter() - start < timeout:
-        info = client.describe_index(store.collection, "vector")
+        info = store.index_progress()
         if (info.get("indexed_rows", 0) >= info.get("total_rows", 0) and not info.get("pending_index_rows", 0)
                 and info.get("state", "Finished") == "Finished"):
             break

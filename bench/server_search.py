@@ -77,14 +77,12 @@ def text_queries(store: Store, embedders: dict, count: int = 100) -> dict:
 
 def wait_indexed(store: Store, timeout: float = 900) -> float:
     started = time.monotonic()
-    client = store._client
     while time.monotonic() - started < timeout:
-        info = client.describe_index(store.collection, "vector")
+        info = store.index_progress()
         if int(info.get("pending_index_rows", 0)) == 0 and int(info.get("indexed_rows", 0)) >= int(info.get("total_rows", 1)):
             break
         time.sleep(1)
-    client.release_collection(store.collection)
-    client.load_collection(store.collection)
+    store.reload()
     return time.monotonic() - started
 
 
@@ -98,7 +96,7 @@ def run(uri: str, token: str, sizes: list[int], embedders: dict) -> list[dict]:
             store = Store(uri, token=token, collection=f"bench_{index_type.lower()}_{n}", timeout=600)
             store.policy = dataclasses.replace(base, index_type=index_type, index_params=params,
                                                search_params=base.search_params if index_type == "HNSW" else {})
-            if store._client.has_collection(store.collection):
+            if store.exists():
                 store.drop()
             store.ensure_collection("bench", "bench", DIM)
             started = time.perf_counter()
@@ -108,7 +106,7 @@ def run(uri: str, token: str, sizes: list[int], embedders: dict) -> list[dict]:
             row["as_written_session"] = measure(store, queries, truth, "Session", QUERIES)
             row["as_written_strong"] = measure(store, queries, truth, "Strong", 20)
             started = time.perf_counter()
-            store._client.flush(store.collection)
+            store.flush(force=True)
             row["flush_s"] = round(time.perf_counter() - started, 1)
             row["index_and_reload_s"] = round(wait_indexed(store), 1)
             row["sealed_session"] = measure(store, queries, truth, "Session", QUERIES)

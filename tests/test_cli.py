@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
 
 import pytest
 
@@ -155,15 +157,37 @@ def test_remove_forgets_a_subtree_without_loading_the_model(indexed, tiny_model)
 def test_a_large_fp32_run_suggests_quantize_once_no_variant_exists(tiny_model, tmp_path, capsys):
     from types import SimpleNamespace
 
-    from pixsearch import cli
+    from pixsearch.cli import index as cli
     from pixsearch.models import load_embedder
 
     embedder = load_embedder(str(tiny_model), tmp_path / "cache", precision="fp32")
     ws = SimpleNamespace(embedder=embedder, model=str(tiny_model))
-    cli._suggest_quantize(ws, cli.QUANTIZE_HINT_IMAGES - 1, [tmp_path])
+    cli.suggest_quantize(ws, cli.QUANTIZE_HINT_IMAGES - 1, [tmp_path])
     assert "quantize" not in capsys.readouterr().err  # small runs gain too little
-    cli._suggest_quantize(ws, cli.QUANTIZE_HINT_IMAGES, [tmp_path])
+    cli.suggest_quantize(ws, cli.QUANTIZE_HINT_IMAGES, [tmp_path])
     assert f"pixsearch quantize --model {tiny_model} --images {tmp_path}" in capsys.readouterr().err.replace("\n", "")
     embedder.available_variants = ("int8",)
-    cli._suggest_quantize(ws, cli.QUANTIZE_HINT_IMAGES, [tmp_path])
+    cli.suggest_quantize(ws, cli.QUANTIZE_HINT_IMAGES, [tmp_path])
     assert "quantize" not in capsys.readouterr().err  # made already: the user chose fp32
+
+
+CLI_MODULES = ["pixsearch.cli", "pixsearch.cli.common", "pixsearch.cli.app", "pixsearch.cli.index",
+               "pixsearch.cli.search", "pixsearch.cli.stats", "pixsearch.cli.models", "pixsearch.cli.quantize",
+               "pixsearch.cli.quality", "pixsearch.cli.serve"]
+
+
+@pytest.mark.parametrize("module", CLI_MODULES)
+def test_every_cli_module_imports_on_its_own(module):
+    """No import cycle: each module loads first in a fresh interpreter."""
+    result = subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+def test_the_models_layer_imports_no_cli_and_no_settings():
+    code = ("import sys, pkgutil, importlib, pixsearch.models as m\n"
+            "for info in pkgutil.iter_modules(m.__path__):\n"
+            "    importlib.import_module('pixsearch.models.' + info.name)\n"
+            "print(sorted(n for n in sys.modules if n.split('.')[0] in ('typer', 'rich', 'click')"
+            " or n in ('pixsearch.config', 'pixsearch.cli')))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"

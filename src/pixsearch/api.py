@@ -27,11 +27,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from . import __version__, search
 from .apidocs import ETAG_HEADER, answers, drop_guessed_422s, image_answer, serve_docs
 from .config import Settings
-from .indexer import Indexer, IndexReport
-from .search import Filters, IdTerm, ImageTerm, Limits, NotFound, QueryError, Term, TextTerm, UploadTooLarge
+from .indexer import IndexReport
+from .search import IdTerm, ImageTerm, Limits, NotFound, QueryError, Term, TextTerm, UploadTooLarge
 from .service import SearchService, make_filters
-from .store import Hit, StoreError
+from .store import Filters, Hit, StoreError
 from .watch import BackgroundSync
+from .workspace import new_indexer
 
 ID_PARAM = Path(..., description="An image id, as returned in search results (16 hex characters).")
 log = logging.getLogger(__name__)
@@ -275,9 +276,7 @@ def create_app(settings: Settings, limits: Limits = Limits(), with_ui: bool = Tr
     service.warm_up()
     sync = None
     if index_paths:
-        indexer = Indexer(service.workspace.store, service.workspace.embedder, batch_size=settings.batch_size,
-                          workers=settings.workers, max_pixels=settings.max_pixels,
-                          max_file_bytes=settings.max_file_bytes)
+        indexer = new_indexer(service.workspace, settings)
         sync = BackgroundSync(indexer, [str(p) for p in index_paths], follow=watch, on_report=on_report)
 
     @asynccontextmanager

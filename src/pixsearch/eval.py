@@ -340,17 +340,15 @@ def evaluate_model(dataset: Dataset, model: str, settings: Settings, templates: 
                    ks: Sequence[int] = DEFAULT_KS, exact: bool = False,
                    progress: Callable[[int, int], None] | None = None) -> dict:
     """Index *dataset* with *model* into ``settings.db`` and measure retrieval through Milvus."""
-    from .indexer import Indexer
     from .models import load_spec
     from .store import collection_name_for
-    from .workspace import open_workspace
+    from .workspace import new_indexer, open_workspace
 
     spec = load_spec(model, Path(settings.cache_dir).expanduser())
     collection = f"{collection_name_for(spec.model_id)[:160]}_eval_{dataset.key()}"
     ws = open_workspace(settings.with_overrides({"model": model, "collection": collection}), create=True)
     try:
-        indexer = Indexer(ws.store, ws.embedder, batch_size=settings.batch_size, workers=settings.workers,
-                          max_pixels=settings.max_pixels, max_file_bytes=settings.max_file_bytes)
+        indexer = new_indexer(ws, settings)
         report = indexer.run(dataset.images, delete=False, progress=progress)
         wanted = set(dataset.images)
         rows = [r for r in ws.store.iter_rows(("path", "vector")) if r["path"] in wanted]

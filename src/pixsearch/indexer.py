@@ -27,9 +27,14 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import PixsearchError
 from .images import IMAGE_SUFFIXES, ImageError, decode_image, read_file
 from .models.base import Embedder
 from .store import SkipLog, Store, image_id, is_under
+
+
+class SourceError(PixsearchError, ValueError):
+    """A source the user named cannot be used as given (a CSV without a path column, unreadable)."""
 
 
 def content_hash(data: bytes) -> str:
@@ -119,21 +124,28 @@ def read_csv(csv_path: Path, scan: Scan) -> None:
 
     Relative paths are relative to the CSV's folder, as in Milvus' text-image-search tutorial.
     """
+    try:
+        with csv_path.open(newline="", encoding="utf-8-sig") as fh:
+            _read_csv_rows(csv_path, csv.DictReader(fh), scan)
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        raise SourceError(f"cannot read {csv_path}: {reason}") from exc
+
+
+def _read_csv_rows(csv_path: Path, reader: csv.DictReader[str], scan: Scan) -> None:
+    if not reader.fieldnames or "path" not in reader.fieldnames:
+        raise SourceError(f"{csv_path}: a CSV needs a 'path' column (id,path,label); found {reader.fieldnames}")
     base = csv_path.parent
-    with csv_path.open(newline="", encoding="utf-8-sig") as fh:
-        reader = csv.DictReader(fh)
-        if not reader.fieldnames or "path" not in reader.fieldnames:
-            raise ValueError(f"{csv_path}: a CSV needs a 'path' column (id,path,label); found {reader.fieldnames}")
-        for line, row in enumerate(reader, start=2):
-            raw = (row.get("path") or "").strip()
-            if not raw:
-                scan.problems.append((f"{csv_path}:{line}", "empty path"))
-                continue
-            path = os.path.abspath(base / os.path.expanduser(raw))
-            try:
-                scan.files.append(_stat_file(path, label=(row.get("label") or "").strip()))
-            except OSError as exc:
-                scan.problems.append((path, f"listed in {csv_path.name} line {line} but {exc.strerror or exc}"))
+    for line, row in enumerate(reader, start=2):
+        raw = (row.get("path") or "").strip()
+        if not raw:
+            scan.problems.append((f"{csv_path}:{line}", "empty path"))
+            continue
+        path = os.path.abspath(base / os.path.expanduser(raw))
+        try:
+            scan.files.append(_stat_file(path, label=(row.get("label") or "").strip()))
+        except OSError as exc:
+            scan.problems.append((path, f"listed in {csv_path.name} line {line} but {exc.strerror or exc}"))
 
 
 def scan_sources(sources: Iterable[str | Path]) -> Scan:

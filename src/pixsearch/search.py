@@ -12,14 +12,13 @@ import re
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
 from .errors import PixsearchError
 from .images import ImageError, decode_image
 from .models.base import Embedder
-from .store import Hit, Store, path_prefix_filter, quote
+from .store import Filters, Hit, ImageRow, Store
 
 ID_PATTERN = re.compile(r"^[0-9a-f]{16}$")
 """Row ids are 8-byte blake2b hex digests of the path (indexer.image_id)."""
@@ -69,22 +68,6 @@ class Limits:
 
 
 @dataclass(frozen=True)
-class Filters:
-    folder: str = ""
-    """Only images at or under this folder."""
-    label: str = ""
-    min_score: float | None = None
-
-    def expression(self) -> str:
-        parts = []
-        if self.folder:
-            parts.append(f"({path_prefix_filter(self.folder)})")
-        if self.label:
-            parts.append(f"label == {quote(self.label)}")
-        return " and ".join(parts)
-
-
-@dataclass(frozen=True)
 class TextTerm:
     """Words describing the picture."""
 
@@ -118,7 +101,7 @@ class Query:
 
     terms: tuple[Term, ...]
     k: int = 10
-    filters: Filters = Filters()
+    filters: Filters = field(default_factory=Filters)
 
     @classmethod
     def of(cls, term: Term, k: int = 10, filters: Filters = Filters()) -> Query:
@@ -209,7 +192,7 @@ class Searcher:
         vector: np.ndarray = self.row(image_id, with_vector=True)["vector"]
         return np.asarray(vector, dtype=np.float32)
 
-    def row(self, image_id: str, with_vector: bool = False) -> dict[str, Any]:
+    def row(self, image_id: str, with_vector: bool = False) -> ImageRow:
         """The indexed row of *image_id* (NotFound when there is none)."""
         rows = self.store.get([check_id(image_id)], with_vectors=with_vector)
         if not rows:

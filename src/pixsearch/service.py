@@ -20,14 +20,14 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from .config import Settings
 from .images import ImageError, decode_image, encode_jpeg, read_file, sniff_format
 from .indexer import content_hash
-from .search import Filters, Limits, NotFound, QueryError, Searcher
+from .search import Limits, NotFound, QueryError, Searcher
+from .store import Filters, ImageRow
 from .workspace import Workspace, open_workspace
 
 THUMBNAIL_SIDE = 320
@@ -121,7 +121,7 @@ class SearchService:
 
     # ------------------------------------------------------------------ rows and files
 
-    def row(self, image_id: str, with_vector: bool = False) -> dict[str, Any]:
+    def row(self, image_id: str, with_vector: bool = False) -> ImageRow:
         """The indexed row of *image_id* (NotFound when there is none)."""
         return self.searcher.row(image_id, with_vector)
 
@@ -132,7 +132,7 @@ class SearchService:
         return ServedImage(data=data, media_type=_MEDIA_TYPES.get(sniff_format(data) or "", "application/octet-stream"),
                            etag=row["content_hash"])
 
-    def _indexed_bytes(self, row: dict[str, Any]) -> bytes:
+    def _indexed_bytes(self, row: ImageRow) -> bytes:
         try:
             data = read_file(Path(row["path"]), self.settings.max_file_bytes)
         except ImageError as exc:
@@ -175,7 +175,7 @@ class SearchService:
             rgb = cv2.resize(rgb, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
         return rgb
 
-    def _decode(self, row: dict[str, Any]) -> np.ndarray:
+    def _decode(self, row: ImageRow) -> np.ndarray:
         try:
             rgb: np.ndarray = decode_image(self._indexed_bytes(row), max_pixels=self.settings.max_pixels).rgb
             return rgb
@@ -245,7 +245,7 @@ class SearchService:
         return _RowFacts(rows, newest, tuple(sorted(folders)), tuple(sorted(labels)))
 
 
-def _same_file(row: dict[str, Any]) -> bool:
+def _same_file(row: ImageRow) -> bool:
     """Cheap check that the indexed path is still the file that was indexed: a regular file
     (not a symlink, which may now point elsewhere) with the recorded size and mtime."""
     try:

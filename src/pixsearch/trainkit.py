@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import PixsearchError
 from .images import ImageError, PreprocessConfig, load_image, resize_and_crop, to_model_input
 from .models.spec import IMAGE_PROCESSOR_FILE, PROCESSOR_FILE
 
@@ -31,10 +32,14 @@ def require_torch():
     return torch
 
 
+class SplitError(PixsearchError, ValueError):
+    """A validation share outside [0, 1)."""
+
+
 def split_indices(count: int, fraction: float, seed: int) -> tuple[list[int], list[int]]:
     """(train, validation) indices: a seeded shuffle, at least two items left for training."""
     if not 0.0 <= fraction < 1.0:
-        raise ValueError(f"--val-split must be in [0, 1), got {fraction}")
+        raise SplitError(f"--val-split must be in [0, 1), got {fraction}")
     order = np.random.default_rng(seed).permutation(count).tolist()
     n_val = min(int(round(count * fraction)), max(0, count - 2))
     return sorted(order[n_val:]), sorted(order[:n_val])

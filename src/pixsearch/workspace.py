@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .config import DEFAULT_MODEL, Settings
+from .indexer import Indexer
 from .models import Embedder, load_embedder, load_spec
 from .store import CollectionInfo, Store, StoreError, collection_name_for
 
@@ -26,6 +27,12 @@ class Workspace:
 
     def close(self) -> None:
         self.store.close()
+
+
+def new_indexer(workspace: Workspace, settings: Settings) -> Indexer:
+    """The Indexer every entry point uses (CLI, server, eval), configured from *settings* alike."""
+    return Indexer(workspace.store, workspace.embedder, batch_size=settings.batch_size, workers=settings.workers,
+                   max_pixels=settings.max_pixels, max_file_bytes=settings.max_file_bytes)
 
 
 def _model_reference(name: str) -> str:

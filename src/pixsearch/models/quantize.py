@@ -23,17 +23,19 @@ import re
 import shutil
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import typer
 
 from ..images import IMAGE_SUFFIXES, ImageError, load_image
 from .spec import ModelError, ModelSpec
 from .variants import overlay_dir, write_overlay
+
+if TYPE_CHECKING:
+    from .onnx import OnnxEmbedder
 
 MIN_COSINE = 0.999
 """Every sample embedding must agree with fp32 at least this well."""
@@ -146,7 +148,7 @@ class QuantizeReport:
 # ----------------------------------------------------------------------------- quantizing
 
 
-def _weight_matmuls(graph) -> list:
+def _weight_matmuls(graph: Any) -> list[Any]:
     """MatMul/Gemm nodes whose second input is a stored weight: the ones dynamic quantization
     rewrites (``MatMulConstBOnly``), in graph (topological) order."""
     weights = {i.name for i in graph.initializer}
@@ -202,7 +204,7 @@ def sample_images(folder: Path, limit: int) -> list[Path]:
 
 def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Row-wise cosine of two embedding matrices (rows are unit length already)."""
-    return np.sum(a * b, axis=1)
+    return np.asarray(np.sum(a * b, axis=1))
 
 
 def top_k_overlap(queries_a: np.ndarray, gallery_a: np.ndarray, queries_b: np.ndarray, gallery_b: np.ndarray,
@@ -211,7 +213,7 @@ def top_k_overlap(queries_a: np.ndarray, gallery_a: np.ndarray, queries_b: np.nd
     k = min(k, len(gallery_a))
     top_a = np.argsort(-(queries_a @ gallery_a.T), axis=1)[:, :k]
     top_b = np.argsort(-(queries_b @ gallery_b.T), axis=1)[:, :k]
-    return float(np.mean([len(set(a) & set(b)) / k for a, b in zip(top_a, top_b)]))
+    return float(np.mean([len(set(a) & set(b)) / k for a, b in zip(top_a, top_b, strict=True)]))
 
 
 TIMED_PASSES = {"image": 1, "text": 5}
@@ -219,7 +221,7 @@ TIMED_PASSES = {"image": 1, "text": 5}
 too short to time once on a shared machine."""
 
 
-def _timed(tower: str, fn, *args) -> tuple[np.ndarray, float]:
+def _timed(tower: str, fn: Callable[..., np.ndarray], *args: Any) -> tuple[np.ndarray, float]:
     """Result of fn(*args) after one warm-up call, and the fastest of the timed passes (in seconds).
 
     The fastest pass, because other processes only ever add time.
@@ -241,7 +243,7 @@ def _fp32_file(spec: ModelSpec, tower: str) -> Path:
     return spec.path(spec.image.file if tower == "image" else spec.text.file)
 
 
-def _embedder(spec: ModelSpec, image_file: Path, text_file: Path, threads: int):
+def _embedder(spec: ModelSpec, image_file: Path, text_file: Path, threads: int) -> OnnxEmbedder:
     """An embedder running the given tower files, through the code that indexes and searches."""
     from .onnx import OnnxEmbedder
 
@@ -249,7 +251,7 @@ def _embedder(spec: ModelSpec, image_file: Path, text_file: Path, threads: int):
     return OnnxEmbedder(trial, threads=threads, variant="trial")
 
 
-def _runner(embedder, tower: str):
+def _runner(embedder: OnnxEmbedder, tower: str) -> Callable[[Any], np.ndarray]:
     """How a tower is used in practice: images in batches while indexing, texts one query at a time."""
     if tower == "image":
         return embedder.embed_prepared
@@ -258,7 +260,7 @@ def _runner(embedder, tower: str):
 
 def _check_tower(spec: ModelSpec, tower: str, work: Path, folder: Path, crops: list[np.ndarray],
                  queries: Sequence[str], threads: int, reference: np.ndarray, fp32_seconds: float,
-                 log) -> tuple[TowerResult, np.ndarray]:
+                 log: Callable[[str], None]) -> tuple[TowerResult, np.ndarray]:
     """Walk the recipe ladder for one tower in *work*; keep the first recipe that agrees with fp32.
 
     The kept file is ``work/INT8_FILES[tower]``; the result names where it will live in *folder*.
@@ -301,9 +303,12 @@ def _fallback(result: TowerResult, spec: ModelSpec, reference: np.ndarray) -> tu
 
 
 def quantize_model(spec: ModelSpec, cache_dir: Path, sample_images: Sequence[Path],
-                   queries: Sequence[str] = DEFAULT_QUERIES, threads: int = 0, log=print) -> QuantizeReport:
+                   queries: Sequence[str] = DEFAULT_QUERIES, threads: int = 0,
+                   log: Callable[[str], None] = lambda _message: None) -> QuantizeReport:
     """Quantize both towers of the model *spec* (any layout), verify, and record the variant in the
-    overlay under *cache_dir* (``variants.py``); the model folder is only read."""
+    overlay under *cache_dir* (``variants.py``); the model folder is only read.
+
+    *log* receives one line per recipe tried; the models layer never prints, its caller does."""
     folder = overlay_dir(cache_dir, spec.model_id)
     folder.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=".quantizing-", dir=folder.parent))
@@ -317,9 +322,9 @@ def quantize_model(spec: ModelSpec, cache_dir: Path, sample_images: Sequence[Pat
 
 
 def _quantize_in(spec: ModelSpec, work: Path, folder: Path, sample_images: Sequence[Path], queries: Sequence[str],
-                 threads: int, log) -> QuantizeReport:
+                 threads: int, log: Callable[[str], None]) -> QuantizeReport:
     reference_model = _embedder(spec, _fp32_file(spec, "image"), _fp32_file(spec, "text"), threads)
-    crops = []
+    crops: list[np.ndarray] = []
     for path in sample_images:
         try:
             crops.append(reference_model.prepare(load_image(path, min_side=reference_model.min_decode_side).rgb))
@@ -331,9 +336,10 @@ def _quantize_in(spec: ModelSpec, work: Path, folder: Path, sample_images: Seque
     log(f"verifying against fp32 on {len(crops)} images and {len(queries)} queries")
     image_ref, image_secs = _timed("image", _runner(reference_model, "image"), crops)
     text_ref, text_secs = _timed("text", _runner(reference_model, "text"), queries)
-    check = dict(work=work, folder=folder, crops=crops, queries=queries, threads=threads, log=log)
-    image, image_vecs = _check_tower(spec, "image", reference=image_ref, fp32_seconds=image_secs, **check)
-    text, text_vecs = _check_tower(spec, "text", reference=text_ref, fp32_seconds=text_secs, **check)
+    image, image_vecs = _check_tower(spec, "image", work, folder, crops, queries, threads, reference=image_ref,
+                                     fp32_seconds=image_secs, log=log)
+    text, text_vecs = _check_tower(spec, "text", work, folder, crops, queries, threads, reference=text_ref,
+                                   fp32_seconds=text_secs, log=log)
     forced = image.min_cosine < MIN_COSINE and text.min_cosine < MIN_COSINE
     if not forced:  # a failing (or no faster) tower runs fp32 inside the variant; the other one still gains
         if image.min_cosine < MIN_COSINE or image.speedup < MIN_SPEEDUP:
@@ -344,47 +350,3 @@ def _quantize_in(spec: ModelSpec, work: Path, folder: Path, sample_images: Seque
     verified = (not forced and min(image.min_cosine, text.min_cosine) >= MIN_COSINE and overlap >= MIN_TOP10_OVERLAP)
     return QuantizeReport(image=image, text=text, top10_overlap=overlap, images=len(crops), queries=len(queries),
                           verified=verified)
-
-
-# ----------------------------------------------------------------------------- command
-
-
-def _read_queries(path: Path | None) -> list[str]:
-    if path is None:
-        return list(DEFAULT_QUERIES)
-    lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
-    found = [line for line in lines if line]
-    if len(found) < 5:
-        raise ModelError(f"{path}: need at least 5 queries (one per line) to verify the text tower")
-    return found
-
-
-def quantize_command(
-    model: Annotated[str, typer.Option("--model", "-m", help="Model name, hf-hub:owner/repo or folder, any layout.")],
-    images: Annotated[Path, typer.Option("--images", help="Folder of real photos to verify on (a few dozen of yours).")],
-    queries: Annotated[Path | None, typer.Option("--queries", help="Text file, one verification query per line.")] = None,
-    limit: Annotated[int, typer.Option("--limit", help="At most this many sample images.")] = 64,
-    threads: Annotated[int, typer.Option("--threads", help="ONNX Runtime threads (0: auto).")] = 0,
-) -> None:
-    """Make an INT8 variant of a model; `--precision auto` uses it only if it agrees with fp32.
-
-    The variant goes into pixsearch's cache (never into the model folder), keyed by model id.
-    """
-    from ..config import load_settings
-    from .loader import load_spec
-
-    if not images.is_dir():
-        raise ModelError(f"--images {images}: not a folder")
-    cache_dir = Path(load_settings().cache_dir).expanduser()
-    spec = load_spec(model, cache_dir)
-    report = quantize_model(spec, cache_dir, sample_images(images, limit), _read_queries(queries), threads)
-    for tower in (report.image, report.text):
-        print(f"{tower.tower} tower: {tower.recipe}, min cosine {tower.min_cosine:.5f} (mean {tower.mean_cosine:.5f}), "
-              f"{tower.speedup:.2f}x fp32 speed")
-    print(f"text->image top-10 overlap with fp32: {report.top10_overlap:.3f}")
-    print(f"recorded in {report.overlay}")
-    if report.verified:
-        print(f"verified: --precision auto now uses int8 for {spec.model_id}")
-    else:
-        print(f"NOT verified (needs cosine >= {MIN_COSINE} and overlap >= {MIN_TOP10_OVERLAP}): "
-              "kept as --precision int8 only; auto stays fp32")

@@ -13,6 +13,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from .spec import ModelError
+
 PRESETS: dict[str, dict[str, Any]] = {
     # For unit tests: a few hundred kB, milliseconds per batch.
     "tiny": {"image_size": 32, "patch_size": 8, "vision_width": 32, "vision_layers": 2, "vision_heads": 4,
@@ -38,7 +40,7 @@ def read_preset(name_or_path: str) -> dict[str, Any]:
         return dict(PRESETS[name_or_path])
     path = Path(name_or_path)
     if not path.is_file():
-        raise ValueError(f"--from-scratch {name_or_path!r}: not a preset ({', '.join(PRESETS)}) nor a JSON file")
+        raise ModelError(f"--from-scratch {name_or_path!r}: not a preset ({', '.join(PRESETS)}) nor a JSON file")
     preset = dict(PRESETS["small"])
     preset.update(json.loads(path.read_text(encoding="utf-8")))
     return preset

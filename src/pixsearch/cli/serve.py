@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from .cli import CollectionOpt, DbOpt, ModelOpt, ThreadsOpt, TokenOpt, console, err, friendly_errors, settings_from
+from .common import CollectionOpt, DbOpt, ModelOpt, ThreadsOpt, TokenOpt, console, err, friendly_errors, settings_from
 
 
 def is_loopback(host: str) -> bool:
@@ -55,7 +55,7 @@ def serve(
     """
     import uvicorn
 
-    from .api import create_app
+    from ..api import create_app
 
     settings = settings_from(db=db, token=token, collection=collection, model=model, threads=threads, host=host,
                              port=port, api_token=api_token)

@@ -1,18 +1,24 @@
-"""``pixsearch eval`` and ``pixsearch train``: flag parsing and printing; the work is in eval.py and train.py."""
+"""``pixsearch eval`` and ``pixsearch train``: flag parsing and printing.
+
+The work is in ``eval`` and ``train``, imported when a command runs: they pull numpy-heavy
+(and, for training, torch) code that no other command needs.
+"""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from .cli import DbOpt, PrecisionOpt, ThreadsOpt, TokenOpt, UserError, console, err, friendly_errors, settings_from
-from .config import DEFAULT_MODEL
-from .eval import DEFAULT_KS, DEFAULT_TEMPLATES, EvalError
+from ..config import DEFAULT_MODEL
+from .common import DbOpt, PrecisionOpt, ThreadsOpt, TokenOpt, UserError, console, err, friendly_errors, settings_from
+
+if TYPE_CHECKING:
+    from ..trainkit import Reporter
 
 TemplateOpt = Annotated[list[str] | None, typer.Option(
     "--template", help="Prompt template for label names, with {label}; repeat for several. "
@@ -20,16 +26,16 @@ TemplateOpt = Annotated[list[str] | None, typer.Option(
 SplitOpt = Annotated[str | None, typer.Option("--split", help="Only CSV rows whose 'split' column has this value.")]
 
 
-def _fmt(value) -> str:
+def _fmt(value: object) -> str:
     if value is None:
         return "-"
     return f"{value:.3f}" if isinstance(value, float) else str(value)
 
 
-def _metric_rows(result: dict) -> list[tuple[str, list, object]]:
+def _metric_rows(result: dict[str, Any]) -> list[tuple[str, list[Any], object]]:
     """(metric name, value per model, chance) rows of the summary table."""
     models, ks, chance = result["models"], result["ks"], result["chance"]
-    rows: list[tuple[str, list, object]] = []
+    rows: list[tuple[str, list[Any], object]] = []
     names = [f"recall@{k}" for k in ks] + ["median_rank"] if result["kind"] == "captions" else \
         [f"precision@{k}" for k in ks] + ["map"]
     for source in ("ann", "exact"):
@@ -51,7 +57,7 @@ def _metric_rows(result: dict) -> list[tuple[str, list, object]]:
     return rows
 
 
-def print_eval(result: dict) -> None:
+def print_eval(result: dict[str, Any]) -> None:
     """Models side by side: one column each, plus what chance would score."""
     kind = "text-to-image recall" if result["kind"] == "captions" else "label-prompt retrieval"
     table = Table(title=f"{kind} on {result['dataset']} ({result['images']} images)", header_style="bold")
@@ -96,14 +102,14 @@ def eval_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
 ) -> None:
     """Measure retrieval quality (Recall@k, precision@k, mAP) through the real index and search path."""
-    from .eval import run_eval
-    from .evalchart import save_chart
+    from ..eval import DEFAULT_KS, DEFAULT_TEMPLATES, run_eval
+    from ..evalchart import save_chart
 
     settings = settings_from(token=token, threads=threads, precision=precision, batch_size=batch_size)
     models = model or [settings.model or DEFAULT_MODEL]
     with Progress(TextColumn("[bold]indexing {task.fields[model]}"), BarColumn(), MofNCompleteColumn(),
                   TimeRemainingColumn(), console=err, transient=True, disable=not err.is_terminal) as bar:
-        tasks: dict[str, int] = {}
+        tasks: dict[str, TaskID] = {}
 
         def on_progress(name: str, done: int, total: int) -> None:
             if name not in tasks:
@@ -123,29 +129,34 @@ def eval_command(
         console.print(f"chart: {result['chart']}", highlight=False)
 
 
-class _BarReporter:
-    """Draws ``pixsearch train`` progress on stderr."""
+def _bar_reporter(bar: Progress) -> Reporter:
+    """A training Reporter that draws ``pixsearch train`` progress on stderr.
 
-    def __init__(self, bar: Progress):
-        self.bar = bar
-        self.task = bar.add_task("train", total=None, status="decoding images")
+    Built here, not at import: the training kit loads only when ``train`` runs."""
+    from ..trainkit import Reporter
 
-    def start(self, total_steps: int, done: int) -> None:
-        self.bar.update(self.task, total=total_steps, completed=done, status="")
+    class BarReporter(Reporter):
+        def __init__(self) -> None:
+            self.task = bar.add_task("train", total=None, status="decoding images")
 
-    def step(self, loss: float, epoch: int) -> None:
-        self.bar.update(self.task, advance=1, status=f"epoch {epoch} loss {loss:.3f}")
+        def start(self, total_steps: int, done: int) -> None:
+            bar.update(self.task, total=total_steps, completed=done, status="")
 
-    def epoch(self, epoch: int, loss: float, val_score: float | None, improved: bool) -> None:
-        score = "-" if val_score is None else f"{val_score:.3f}"
-        self.bar.console.print(f"epoch {epoch}: loss {loss:.4f}, validation recall {score}"
-                               + ("  [green]saved[/]" if improved else ""))
+        def step(self, loss: float, epoch: int) -> None:
+            bar.update(self.task, advance=1, status=f"epoch {epoch} loss {loss:.3f}")
 
-    def decoding(self, done: int, total: int) -> None:
-        self.bar.update(self.task, status=f"decoding images {done}/{total}")
+        def epoch(self, epoch: int, loss: float, val_score: float | None, improved: bool) -> None:
+            score = "-" if val_score is None else f"{val_score:.3f}"
+            bar.console.print(f"epoch {epoch}: loss {loss:.4f}, validation recall {score}"
+                              + ("  [green]saved[/]" if improved else ""))
 
-    def message(self, text: str) -> None:
-        self.bar.console.print(text, highlight=False, soft_wrap=True)
+        def decoding(self, done: int, total: int) -> None:
+            bar.update(self.task, status=f"decoding images {done}/{total}")
+
+        def message(self, text: str) -> None:
+            bar.console.print(text, highlight=False, soft_wrap=True)
+
+    return BarReporter()
 
 
 @friendly_errors
@@ -175,7 +186,8 @@ def train_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print the training report as JSON.")] = False,
 ) -> None:
     """Fine-tune a CLIP-family model, or train one from scratch (Ctrl-C saves; re-running resumes)."""
-    from .train import TrainInterrupted, TrainOptions, train
+    from ..eval import DEFAULT_TEMPLATES
+    from ..train import TrainInterrupted, TrainOptions, train
 
     if bool(model) == bool(from_scratch):
         raise UserError("give exactly one of --model CHECKPOINT (fine-tune) or --from-scratch PRESET")
@@ -189,7 +201,7 @@ def train_command(
     with Progress(TextColumn("[bold]training"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   TextColumn("{task.fields[status]}"), console=err, disable=not err.is_terminal) as bar:
         try:
-            report = train(options, _BarReporter(bar))
+            report = train(options, _bar_reporter(bar))
         except TrainInterrupted as exc:
             err.print(f"[yellow]{exc}[/]", highlight=False)
             raise typer.Exit(130) from None
@@ -201,5 +213,3 @@ def train_command(
                   f"{'-' if best is None else f'{best:.3f}'}). Use it: pixsearch index PHOTOS --model {output}",
                   highlight=False)
 
-
-__all__ = ["EvalError", "eval_command", "train_command"]

@@ -1,0 +1,87 @@
+"""``pixsearch search``: by text, by an example image, or by an indexed image's id."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from ..store import Hit
+from .common import (
+    CollectionOpt,
+    DbOpt,
+    ModelOpt,
+    PrecisionOpt,
+    ThreadsOpt,
+    TokenOpt,
+    UserError,
+    console,
+    friendly_errors,
+    settings_from,
+)
+
+
+def print_hits(hits: Sequence[Hit], as_json: bool) -> None:
+    if as_json:
+        console.print_json(json.dumps([{"id": h.id, "score": round(h.score, 6), **h.fields} for h in hits]))
+        return
+    if not hits:
+        console.print("no results")
+        return
+    table = Table(show_header=True, header_style="bold")
+    table.add_column("#", justify="right")
+    table.add_column("score", justify="right")
+    table.add_column("path", overflow="fold")
+    table.add_column("label")
+    for rank, hit in enumerate(hits, start=1):
+        table.add_row(str(rank), f"{hit.score:.4f}", hit.path, hit.fields.get("label", ""))
+    console.print(table)
+
+
+@friendly_errors
+def search(
+    query: Annotated[str | None, typer.Argument(
+        help="Words describing the picture, in the model's language(s).")] = None,
+    image: Annotated[Path | None, typer.Option("--image", "-i", help="Find images like this file.")] = None,
+    like: Annotated[str | None, typer.Option("--like", help="Find images like the indexed image with this id.")] = None,
+    k: Annotated[int, typer.Option("-k", "--top", help="Number of results.")] = 10,
+    min_score: Annotated[float | None, typer.Option("--min-score", help="Hide results scoring below this.")] = None,
+    folder: Annotated[str | None, typer.Option("--folder", help="Only images under this folder.")] = None,
+    label: Annotated[str | None, typer.Option("--label", help="Only images with this label.")] = None,
+    db: DbOpt = None, token: TokenOpt = None, collection: CollectionOpt = None, model: ModelOpt = None,
+    threads: ThreadsOpt = None, precision: PrecisionOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print results as JSON.")] = False,
+) -> None:
+    """Find images by text, by an example image file, or by an indexed image's id."""
+    from ..search import Filters, Searcher
+    from ..workspace import open_workspace
+
+    given = [x is not None for x in (query, image, like)]
+    if sum(given) != 1:
+        raise UserError("give exactly one of: a text QUERY, --image FILE, or --like ID")
+    settings = settings_from(db=db, token=token, collection=collection, model=model, threads=threads,
+                             precision=precision)
+    ws = open_workspace(settings)
+    try:
+        searcher = Searcher(ws.store, ws.embedder)
+        filters = Filters(folder=os.path.abspath(os.path.expanduser(folder)) if folder else "", label=label or "",
+                          min_score=min_score)
+        if query is not None:
+            hits = searcher.by_text(query, k, filters)
+        elif image is not None:
+            try:
+                data = image.read_bytes()
+            except OSError as exc:
+                raise UserError(f"cannot read --image {image}: {exc.strerror or exc}") from exc
+            hits = searcher.by_image(data, k, filters)
+        else:
+            assert like is not None
+            hits = searcher.by_id(like, k, filters)
+    finally:
+        ws.close()
+    print_hits(hits, as_json)

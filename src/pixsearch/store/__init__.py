@@ -1,0 +1,31 @@
+"""The vector store: one Milvus collection per model, through pymilvus' MilvusClient.
+
+Milvus is the only source of truth: each row holds an image's vector and the file facts
+(path, size, mtime, content hash) that incremental indexing compares. The parts:
+
+- ``connection``: ``Store``, a connection bound to one collection;
+- ``collection``: the image collection's reads, writes and searches;
+- ``table``: row paging and batching shared by every collection;
+- ``skiplog``: the files that could not be indexed;
+- ``schema``: the schemas and the description that marks a collection as pixsearch's;
+- ``policy``: what differs between Milvus Lite and a server;
+- ``filters``: Milvus filter expressions;
+- ``client``: the typed MilvusClient calls and their errors;
+- ``lite``: Milvus Lite's engine process.
+"""
+
+from __future__ import annotations
+
+from .collection import Collection, CollectionInfo, Hit, collection_name_for
+from .connection import Store
+from .errors import StoreError
+from .filters import Filters, is_under, path_prefix_filter, quote
+from .policy import IndexPolicy, is_local_uri, policy_for
+from .rows import FIELDS, MAX_LABEL, MAX_PATH, ImageRow, SkipRow, image_id
+from .skiplog import SkipLog
+
+__all__ = [
+    "FIELDS", "MAX_LABEL", "MAX_PATH", "Collection", "CollectionInfo", "Filters", "Hit", "ImageRow",
+    "IndexPolicy", "SkipLog", "SkipRow", "Store", "StoreError", "collection_name_for", "image_id",
+    "is_local_uri", "is_under", "path_prefix_filter", "policy_for", "quote",
+]

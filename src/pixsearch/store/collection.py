@@ -1,0 +1,156 @@
+"""One pixsearch image collection: its facts, its writes, its reads and searches."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+from .errors import StoreError
+from .filters import path_prefix_filter
+from .rows import FIELDS, ImageRow, plain_row, wire_row
+from .schema import image_description, image_schema, parse_description
+from .skiplog import SkipLog
+from .table import Table
+
+
+def collection_name_for(model_id: str) -> str:
+    """Default collection of a model: Milvus names allow letters, digits and underscores."""
+    return "pixsearch_" + re.sub(r"[^0-9A-Za-z_]", "_", model_id)[:200]
+
+
+@dataclass
+class Hit:
+    id: str
+    score: float
+    fields: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def path(self) -> str:
+        return str(self.fields.get("path", ""))
+
+
+@dataclass(frozen=True)
+class CollectionInfo:
+    name: str
+    model_id: str
+    model: str
+    """What to pass as --model to query this collection."""
+    dim: int
+    count: int
+    backend: str
+
+
+class Collection(Table):
+    """An image collection: rows of ``rows.FIELDS`` plus a vector, made by pixsearch for one model."""
+
+    def info(self) -> CollectionInfo | None:
+        """Facts about this collection, or None if it does not exist or is not ours."""
+        if not self.exists():
+            return None
+        meta = parse_description(str(self._calls.describe_collection(self.name).get("description", "")))
+        if meta is None:
+            return None
+        return CollectionInfo(name=self.name, model_id=meta["model_id"], model=meta.get("model", meta["model_id"]),
+                              dim=int(meta["dim"]), count=self.count_rows(), backend=self.policy.backend)
+
+    def count(self) -> int:
+        return self.count_rows()
+
+    def ensure_collection(self, model_id: str, model: str, dim: int) -> None:
+        """Create the collection for *model_id*, or check that the existing one belongs to it."""
+        info = self.info()
+        if info is not None:
+            if info.model_id != model_id or info.dim != dim:
+                raise StoreError(
+                    f"collection {self.name!r} in {self.uri} holds embeddings of model {info.model_id!r} "
+                    f"(dim {info.dim}), not {model_id!r} (dim {dim}); pixsearch never mixes models. Use "
+                    f"--model {info.model} to work with it, or --collection NEW to index this model separately."
+                )
+            return
+        if self.exists():
+            raise StoreError(f"collection {self.name!r} in {self.uri} was not made by pixsearch; "
+                             "pass another --collection")
+        index = self.index_params()
+        index.add_index(field_name="vector", index_type=self.policy.index_type, metric_type="IP",
+                        params=self.policy.index_params)
+        self.create(image_schema(image_description(model_id, model, dim), dim), index)
+
+    def drop(self) -> None:
+        """Drop the collection and its skip log."""
+        SkipLog(self).drop()
+        self.drop_table()
+
+    # ------------------------------------------------------------------ writes
+
+    def upsert(self, rows: Sequence[ImageRow] | Sequence[dict[str, Any]]) -> None:
+        """Insert or replace rows (each with every field and ``vector``), in backend-sized batches."""
+        self.write([wire_row(r) for r in rows])
+
+    def flush(self, force: bool = False) -> None:
+        """Seal what was written so searches use the index instead of scanning growing rows.
+
+        Only where the policy says it pays (a server seals segments itself; flushing costs seconds),
+        unless *force* (benchmarks measuring sealed segments); a failed flush loses nothing.
+        """
+        if not (self.policy.flush or force):
+            return
+        try:
+            self._calls.flush(self.name)
+        except StoreError:
+            pass
+
+    def index_progress(self) -> dict[str, Any]:
+        """Milvus' description of the vector index (indexed_rows, total_rows, pending_index_rows, state)."""
+        return self._calls.describe_index(self.name, "vector")
+
+    def reload(self) -> None:
+        """Release and load the collection, so a server serves it from its sealed, indexed segments."""
+        self._calls.release_collection(self.name)
+        self._calls.load_collection(self.name)
+
+    # ------------------------------------------------------------------ reads
+
+    def get(self, ids: Sequence[str], with_vectors: bool = False) -> list[ImageRow]:
+        if not ids:
+            return []
+        fields = list(FIELDS) + (["vector"] if with_vectors else [])
+        rows = self._calls.get(self.name, ids=list(ids), output_fields=fields,
+                               consistency_level=self.policy.search_consistency)
+        return [cast(ImageRow, plain_row(r)) for r in rows]
+
+    def iter_rows(self, fields: Sequence[str] = FIELDS, filter: str = "", page: int = 0) -> Iterator[ImageRow]:
+        """Every row matching *filter*, page by page in primary-key order (memory stays flat)."""
+        for row in self.scan(fields, filter=filter, page=page):
+            yield cast(ImageRow, row)
+
+    def iter_under(self, prefix: str, fields: Sequence[str] = FIELDS) -> Iterator[ImageRow]:
+        """Every row whose path is *prefix* or lies under it."""
+        yield from self.iter_rows(tuple(dict.fromkeys(["path", *fields])), filter=path_prefix_filter(prefix))
+
+    def search(self, vectors: ArrayLike, k: int, filter: str = "", min_score: float | None = None,
+               output_fields: Sequence[str] = FIELDS) -> list[list[Hit]]:
+        """Top-*k* rows by inner product (= cosine for unit vectors) for each query vector."""
+        queries = np.asarray(vectors, dtype=np.float32)
+        results = self._calls.search(
+            self.name, data=queries.tolist(), limit=k, filter=filter, output_fields=list(output_fields),
+            search_params={"metric_type": "IP", "params": self.policy.search_params_for(k)},
+            consistency_level=self.policy.search_consistency,
+        )
+        out = []
+        for hits in results:
+            row = []
+            for hit in hits:
+                entity = dict(hit.get("entity", {}) or {})
+                hit_id = hit.get("id", entity.get("id"))
+                score = float(hit.get("distance", hit.get("score", 0.0)))
+                if min_score is not None and score < min_score:
+                    continue
+                entity.setdefault("id", hit_id)
+                row.append(Hit(id=str(hit_id), score=score, fields=plain_row(entity)))
+            out.append(row)
+        return out

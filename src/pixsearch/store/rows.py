@@ -1,0 +1,72 @@
+"""The shapes of the rows pixsearch keeps in Milvus, and how they cross the wire.
+
+An image row holds a vector and the file facts (path, size, mtime, content hash) that
+incremental indexing compares; Milvus is the only source of truth for them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Mapping
+from typing import Any, TypedDict
+
+import numpy as np
+from numpy.typing import NDArray
+
+FIELDS = ("id", "path", "label", "size", "mtime", "width", "height", "content_hash", "indexed_at")
+"""Scalar fields of an image row (the vector is separate)."""
+MAX_PATH = 4096
+MAX_LABEL = 512
+MAX_REASON = 1024
+"""Longest skip reason kept."""
+
+
+class ImageRow(TypedDict, total=False):
+    """One indexed image. Writes carry every field; reads carry the fields asked for (and ``id``)."""
+
+    id: str
+    vector: NDArray[np.float32]
+    path: str
+    label: str
+    size: int
+    mtime: float
+    width: int
+    height: int
+    content_hash: str
+    indexed_at: float
+
+
+class SkipRow(TypedDict, total=False):
+    """One file that could not be indexed, and why (see ``SkipLog``)."""
+
+    id: str
+    path: str
+    size: int
+    mtime: float
+    reason: str
+    seen_at: float
+
+
+def image_id(path: str) -> str:
+    """Stable row id of an image path (the primary key): writing a path twice replaces its row."""
+    return hashlib.blake2b(path.encode("utf-8", "surrogateescape"), digest_size=8).hexdigest()
+
+
+def plain_row(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A query row as plain Python values (vectors as float32 arrays)."""
+    out = dict(row)
+    if "vector" in out and out["vector"] is not None:
+        out["vector"] = np.asarray(out["vector"], dtype=np.float32)
+    return out
+
+
+def wire_row(row: Mapping[str, Any]) -> dict[str, Any]:
+    """An image row as Milvus takes it: every field, strings cut to their limits, the vector a list."""
+    out = {name: row[name] for name in FIELDS}
+    out["path"] = str(out["path"])[:MAX_PATH]
+    out["label"] = str(out.get("label") or "")[:MAX_LABEL]
+    out["indexed_at"] = float(out.get("indexed_at") or time.time())
+    vector = row["vector"]
+    out["vector"] = vector.tolist() if isinstance(vector, np.ndarray) else list(vector)
+    return out
