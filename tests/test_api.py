@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 
 from pixsearch.api import create_app
 from pixsearch.config import Settings
-from pixsearch.service import Limits
+from pixsearch.search import Limits
 
 from .serving import SAMPLE_COUNT, build_index, running_server
 
@@ -393,7 +393,7 @@ def test_more_like_this_reads_the_row_once_and_the_page_keeps_to_max_k(client, m
     gets, ks = [], []
     get, search = service.workspace.store.get, service.searcher.search
     monkeypatch.setattr(service.workspace.store, "get", lambda *a, **k: gets.append(a) or get(*a, **k))
-    monkeypatch.setattr(service.searcher, "search", lambda v, k, f: ks.append(k) or search(v, k, f))
+    monkeypatch.setattr(service.searcher, "search", lambda query: ks.append(query.k) or search(query))
     assert client.get(f"/api/search/similar/{hit['id']}", params={"k": 3}).json()["count"] == 3
     assert len(gets) == 1
     run_query(service, {"kind": "similar", "value": hit["id"]}, 100, 0.0, ANY, ANY, "relevance")
@@ -465,3 +465,48 @@ def test_shutdown_leaves_the_store_open_while_the_indexer_still_runs(tmp_path, t
     with TestClient(app):
         pass
     assert closed == [True]
+
+
+# ----------------------------------------------------------------------------- one query path
+
+
+def test_one_query_path_weighs_terms_and_bounds_every_query(client, tmp_path):
+    """The CLI, the API and the page all ask the service's Searcher; its Limits and errors are the only ones."""
+    from pixsearch.search import IdTerm, ImageTerm, NotFound, Query, QueryError, Searcher, TextTerm, UploadTooLarge
+
+    searcher = client.app.state.service.searcher
+    hit = client.get("/api/search", params={"q": "a blue hat", "k": 1}).json()["results"][0]
+    alone = searcher.search(Query.of(IdTerm(hit["id"]), k=3))
+    # A zero-weight term changes nothing; a doubled weight is scaled back to unit length.
+    mixed = searcher.search(Query((IdTerm(hit["id"], 2.0), TextTerm("a red dress", 0.0)), k=3))
+    assert [h.id for h in mixed] == [h.id for h in alone] and mixed[0].id == hit["id"]
+    assert mixed[0].score == pytest.approx(alone[0].score, abs=1e-5)
+    with pytest.raises(QueryError, match="cancel out"):
+        searcher.search(Query((IdTerm(hit["id"], 1.0), IdTerm(hit["id"], -1.0))))
+    with pytest.raises(QueryError, match="between 1 and 50"):
+        searcher.search(Query.of(TextTerm("hat"), k=51))
+    with pytest.raises(UploadTooLarge, match=r"limited to 0\.25 MiB"):
+        searcher.search(Query.of(ImageTerm(b"\xff" * (256 * 1024 + 1))))
+    short = Searcher(searcher.store, searcher.embedder, Limits(max_query_chars=5))
+    with pytest.raises(QueryError, match="at most 5"):
+        short.by_text("a red dress")
+    # One error for an unknown id, whichever front end asks: the API's 404, a QueryError to the CLI.
+    for bad in ("0123456789abcdef", "not-an-id"):
+        with pytest.raises(NotFound) as unknown:
+            searcher.by_id(bad)
+        assert isinstance(unknown.value, QueryError)
+        answer = client.get(f"/api/search/similar/{bad}")
+        assert answer.status_code == 404 and answer.json()["detail"] == str(unknown.value)
+
+
+def test_page_uploads_are_bounded_by_the_same_limit(client, tmp_path):
+    from pixsearch.ui import ANY, run_query
+
+    service = client.app.state.service
+    upload_dir = (tmp_path / "uploads").resolve()
+    upload_dir.mkdir()
+    big = upload_dir / "big.jpg"
+    big.write_bytes(b"\xff" * (service.limits.max_upload_bytes + 10))
+    items, message, _ = run_query(service, {"kind": "image", "value": str(big)}, 5, 0.0, ANY, ANY, "relevance",
+                                  upload_dir)
+    assert items == [] and "upload too large" in message and "limited to" in message

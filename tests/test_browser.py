@@ -105,3 +105,23 @@ def test_bad_upload_and_too_long_query_show_a_message(page, tmp_path):
     assert page.locator("#results img").count() == 0
     search(page, "dress " * 300)
     status_says(page, "query too long")
+
+
+def test_api_docs_render_offline_from_this_server_alone(browser, site):
+    """Swagger UI at /docs draws the API with every request answered by this server (no CDN)."""
+    url = site[0]
+    context = browser.new_context()
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    requested: list[str] = []
+    failed: list[str] = []
+    page.on("request", lambda request: requested.append(request.url))
+    page.on("requestfailed", lambda request: failed.append(request.url))
+    try:
+        page.goto(url + "/docs")
+        page.wait_for_selector(".swagger-ui .info .title:has-text('pixsearch')")
+        page.wait_for_selector(".opblock-summary-path:has-text('/api/search')")
+    finally:
+        context.close()
+    assert requested and all(r.startswith(url + "/") for r in requested), requested
+    assert not failed, failed

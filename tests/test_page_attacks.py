@@ -241,5 +241,117 @@ def test_read_upload_refuses_everything_but_a_regular_file_in_the_folder(tmp_pat
             read_upload(str(path), folder, 1024)
         assert str(refused.value) == NOT_ALLOWED, path
         assert time.monotonic() - started < 1.0, f"{path} blocked"
-    with pytest.raises(UploadError, match="too large"):
-        read_upload(str(folder / "big.jpg"), folder, 1024)
+    assert read_upload(str(folder / "big.jpg"), folder, 1025) == b"x" * 1025  # the Searcher refuses it
+
+
+# ----------------------------------------------------------------------------- each wall alone
+
+
+def _page_in_process(tmp_path: Path, tiny_model: Path, guard: bool) -> Iterator[tuple[Any, Path, Path]]:
+    from fastapi.testclient import TestClient
+
+    from pixsearch.api import create_app
+    from pixsearch.uploads import FileDataGuard
+
+    settings = build_index(tmp_path / "lib", tiny_model)
+    app = create_app(settings)
+    assert any(m.cls is FileDataGuard for m in app.user_middleware)
+    if not guard:
+        app.user_middleware = [m for m in app.user_middleware if m.cls is not FileDataGuard]
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.jpg").write_bytes(SECRET)
+    with TestClient(app) as client:
+        yield client, outside / "secret.jpg", Path(settings.cache_dir)
+
+
+@pytest.fixture
+def unguarded_page(tmp_path, tiny_model):
+    """The page in process, with wall 1 (FileDataGuard) taken out of the middleware stack."""
+    yield from _page_in_process(tmp_path, tiny_model, guard=False)
+
+
+@pytest.fixture
+def guarded_page(tmp_path, tiny_model):
+    """The page in process, walls as served."""
+    yield from _page_in_process(tmp_path, tiny_model, guard=True)
+
+
+def _join_in_process(client, event: dict[str, Any], value: dict[str, Any]) -> dict[str, Any]:
+    """Join *event* with *value* as each input; the process_completed message of the queue's stream."""
+    session = uuid.uuid4().hex[:12]
+    body = {"data": [value] * max(1, len(event["inputs"])), "event_data": None, "fn_index": event["id"],
+            "trigger_id": None, "session_hash": session}
+    joined = client.post("/gradio_api/queue/join", json=body)
+    assert joined.status_code == 200, joined.text  # no FileDataGuard: Gradio takes the event
+    with client.stream("GET", f"/gradio_api/queue/data?session_hash={session}") as stream:
+        for line in stream.iter_lines():
+            if line.startswith("data:"):
+                message = json.loads(line[5:])
+                if message.get("msg") == "process_completed":
+                    return message
+    raise AssertionError("the event stream ended without a result")
+
+
+def test_gradios_own_check_refuses_server_paths_without_the_guard(unguarded_page):
+    client, secret, cache = unguarded_page
+    events = {dep["api_name"]: dep for dep in client.get("/config").json()["dependencies"] if dep.get("backend_fn")}
+    for path in (str(secret), "/etc/passwd"):
+        outcome = _join_in_process(client, events["image_query"], _file_data(path))
+        assert outcome["success"] is False, outcome
+        assert SECRET not in json.dumps(outcome).encode()
+    assert not _files_holding_secret(cache), "Gradio copied the secret although its check is on"
+
+
+def _page_blocks(client) -> Any:
+    mount = next(route for route in client.app.routes if getattr(route, "path", None) == "")
+    return mount.app.get_blocks()
+
+
+def test_the_handler_refuses_server_paths_alone(unguarded_page, tmp_path):
+    """Wall 3: whatever path reaches the page's search, only a regular file in the upload folder is read."""
+    from pixsearch.ui import ANY, run_query
+    from pixsearch.uploads import NOT_ALLOWED
+
+    client, secret, cache = unguarded_page
+    _page_blocks(client).has_launched = False  # wall 2 off too
+    upload_dir = (cache / "page-uploads").resolve()
+    planted = upload_dir / "planted"
+    planted.mkdir()
+    (planted / "link.jpg").symlink_to(secret)
+    os.mkfifo(tmp_path / "pipe.jpg")
+    service = client.app.state.service
+    for path in (secret, Path("/dev/zero"), tmp_path / "pipe.jpg", planted / "link.jpg",
+                 upload_dir / ".." / ".." / "outside" / "secret.jpg", Path("/etc/passwd")):
+        started = time.monotonic()
+        items, message, _ = run_query(service, {"kind": "image", "value": str(path)}, 5, 0.0, ANY, ANY,
+                                      "relevance", upload_dir)
+        assert items == [] and message == f"⚠️ {NOT_ALLOWED}", (path, message)
+        assert time.monotonic() - started < 1.0, f"{path} blocked the handler"
+    assert not _files_holding_secret(cache)
+
+
+def test_without_walls_1_and_2_gradio_copies_a_named_file_before_any_handler(unguarded_page):
+    """Why walls 1 and 2 both exist: wall 3 cannot replace them. Gradio copies a file an event names
+    into its upload folder before the handler runs, so the handler then sees an "upload". If this
+    test fails, Gradio stopped copying unchecked paths and uploads.py should say so."""
+    client, secret, cache = unguarded_page
+    _page_blocks(client).has_launched = False
+    events = {dep["api_name"]: dep for dep in client.get("/config").json()["dependencies"] if dep.get("backend_fn")}
+    assert _join_in_process(client, events["image_query"], _file_data(str(secret)))["success"]
+    copies = _files_holding_secret(cache)
+    assert copies and all(copy.resolve().is_relative_to((cache / "page-uploads").resolve()) for copy in copies)
+
+
+def test_the_guard_refuses_server_paths_alone(guarded_page):
+    """Wall 1 with wall 2 off: the event never reaches Gradio."""
+    from pixsearch.uploads import NOT_ALLOWED
+
+    client, secret, cache = guarded_page
+    _page_blocks(client).has_launched = False
+    events = {dep["api_name"]: dep for dep in client.get("/config").json()["dependencies"] if dep.get("backend_fn")}
+    body = {"data": [_file_data(str(secret))], "event_data": None, "fn_index": events["image_query"]["id"],
+            "trigger_id": None, "session_hash": uuid.uuid4().hex[:12]}
+    refused = client.post("/gradio_api/queue/join", json=body)
+    assert refused.status_code == 400 and refused.json() == {"detail": NOT_ALLOWED}
+    assert not _files_holding_secret(cache)

@@ -24,17 +24,20 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from . import __version__
+from . import __version__, search
+from .apidocs import ETAG_HEADER, answers, drop_guessed_422s, image_answer, serve_docs
 from .config import Settings
 from .indexer import IndexReport
-from .search import QueryError
-from .service import Limits, NotFound, SearchService, hit_json, make_filters
-from .store import Hit, StoreError
+from .search import IdTerm, ImageTerm, Limits, NotFound, QueryError, Term, TextTerm, UploadTooLarge
+from .service import SearchService, make_filters
+from .store import Filters, Hit, StoreError
 from .watch import BackgroundSync
 from .workspace import new_indexer
 
 ID_PARAM = Path(..., description="An image id, as returned in search results (16 hex characters).")
 log = logging.getLogger(__name__)
+FORM_OVERHEAD_BYTES = 64 * 1024
+"""What a multipart body may carry besides the image (boundaries, headers, the other fields)."""
 IMAGE_HEADERS = {"Cache-Control": "private, max-age=3600", "X-Content-Type-Options": "nosniff"}
 
 
@@ -74,9 +77,10 @@ class PayloadTooLarge(Exception):
 class BodyLimit:
     """Refuse /api request bodies over *limit* bytes while they stream in, not after buffering."""
 
-    def __init__(self, app: ASGIApp, limit: int):
+    def __init__(self, app: ASGIApp, limits: Limits):
         self.app = app
-        self.limit = limit
+        self.limits = limits
+        self.limit = limits.max_upload_bytes + FORM_OVERHEAD_BYTES
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not scope["path"].startswith("/api/"):
@@ -84,7 +88,7 @@ class BodyLimit:
             return
         declared = dict(scope["headers"]).get(b"content-length", b"0")
         if declared.isdigit() and int(declared) > self.limit:
-            await _too_large(self.limit)(scope, receive, send)
+            await _too_large(self.limits)(scope, receive, send)
             return
         seen = 0
         exceeded = started = replaced = False
@@ -106,7 +110,7 @@ class BodyLimit:
                 return
             if exceeded and message["type"] == "http.response.start" and not started:
                 replaced = started = True
-                await _too_large(self.limit)(scope, receive, send)
+                await _too_large(self.limits)(scope, receive, send)
                 return
             started = started or message["type"] == "http.response.start"
             await send(message)
@@ -116,11 +120,11 @@ class BodyLimit:
         except PayloadTooLarge:
             if started:
                 raise
-            await _too_large(self.limit)(scope, receive, send)
+            await _too_large(self.limits)(scope, receive, send)
 
 
-def _too_large(limit: int) -> JSONResponse:
-    return JSONResponse({"detail": f"request too large: uploads are limited to {limit / 2**20:.0f} MiB"}, 413)
+def _too_large(limits: Limits) -> JSONResponse:
+    return JSONResponse({"detail": f"request too large: {limits.upload_rule}"}, 413)
 
 
 def _error(status: int, message: str) -> JSONResponse:
@@ -140,7 +144,10 @@ def _install_error_handlers(app: FastAPI, limits: Limits) -> None:
         return _error(503, f"the vector store failed: {exc}")
 
     async def too_large(_: Request, __: Exception) -> JSONResponse:
-        return _too_large(limits.max_upload_bytes)
+        return _too_large(limits)
+
+    async def upload_too_large(_: Request, exc: Exception) -> JSONResponse:
+        return _error(413, str(exc))
 
     async def invalid(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
@@ -154,13 +161,14 @@ def _install_error_handlers(app: FastAPI, limits: Limits) -> None:
 
     app.add_exception_handler(QueryError, query_error)
     app.add_exception_handler(NotFound, not_found)
+    app.add_exception_handler(UploadTooLarge, upload_too_large)
     app.add_exception_handler(StoreError, store_error)
     app.add_exception_handler(PayloadTooLarge, too_large)
     app.add_exception_handler(RequestValidationError, invalid)
     app.add_exception_handler(StarletteHTTPException, http_error)
 
 
-def token_guard(api_token: str):
+def token_guard(api_token: str) -> Callable[[HTTPAuthorizationCredentials | None], None]:
     """A dependency that requires ``Authorization: Bearer <api_token>`` when a token is set."""
     bearer = HTTPBearer(auto_error=False, description="The server's --api-token, when it has one.")
 
@@ -175,22 +183,36 @@ def token_guard(api_token: str):
     return check
 
 
-def _respond(hits: list[Hit], request: Request, started: float) -> SearchResponse:
+def result(hit: Hit, prefix: str = "") -> Result:
+    """One search result as the API shows it: the stored fields, and where to fetch the image."""
+    fields = {k: v for k, v in hit.fields.items() if k not in ("id", "path")}
+    return Result(id=hit.id, path=hit.path, score=round(hit.score, 6), fields=fields,
+                  thumbnail_url=f"{prefix}/api/thumbnails/{hit.id}", image_url=f"{prefix}/api/images/{hit.id}")
+
+
+def _answer(service: SearchService, term: Term, k: int, filters: Filters, request: Request) -> SearchResponse:
+    """Run one query through the service's Searcher and time it."""
+    started = time.perf_counter()
+    hits = service.searcher.search(search.Query.of(term, k, filters))
     prefix = request.scope.get("root_path", "").rstrip("/")
     return SearchResponse(count=len(hits), took_ms=round((time.perf_counter() - started) * 1000, 2),
-                          results=[Result(**hit_json(h, prefix)) for h in hits])
+                          results=[result(h, prefix) for h in hits])
 
 
 def add_api_routes(app: FastAPI, service: SearchService) -> None:
     """The /api endpoints; all bounded by ``service.limits`` and guarded by the API token."""
     limits = service.limits
-    guard = [Depends(token_guard(service.settings.api_token))]
+    token = bool(service.settings.api_token)
+    # Without a token there is no guard, so the schema declares no security scheme either.
+    guard = [Depends(token_guard(service.settings.api_token))] if token else []
+    id_statuses = (404, 503)
     k_param = Query(10, ge=1, le=limits.max_k, description=f"Number of results (1-{limits.max_k}).")
     min_param = Query(None, ge=-1.0, le=1.0, description="Hide results scoring below this cosine similarity.")
     folder_param = Query("", max_length=4096, description="Only images in or under this absolute folder.")
     label_param = Query("", max_length=512, description="Only images with this label.")
 
-    @app.get("/api/stats", response_model=StatsResponse, dependencies=guard, tags=["collection"])
+    @app.get("/api/stats", response_model=StatsResponse, dependencies=guard, tags=["collection"],
+             responses=answers(503, token=token))
     def stats() -> StatsResponse:
         """Model, number of images and last indexed time of the served collection."""
         s = service.stats()
@@ -198,38 +220,34 @@ def add_api_routes(app: FastAPI, service: SearchService) -> None:
                              dim=s.dim, backend=s.backend, last_indexed=s.last_indexed, folders=list(s.folders),
                              labels=list(s.labels))
 
-    @app.get("/api/search", response_model=SearchResponse, dependencies=guard, tags=["search"])
+    @app.get("/api/search", response_model=SearchResponse, dependencies=guard, tags=["search"],
+             responses=answers(400, 422, 503, token=token))
     def search_text(request: Request, q: str = Query(..., description="Words describing the picture."),
                     k: int = k_param, min_score: float | None = min_param, folder: str = folder_param,
                     label: str = label_param) -> SearchResponse:
         """Images that best match a text description."""
-        started = time.perf_counter()
-        hits = service.by_text(q, k, make_filters(folder, label, min_score))
-        return _respond(hits, request, started)
+        return _answer(service, TextTerm(q), k, make_filters(folder, label, min_score), request)
 
-    @app.post("/api/search/image", response_model=SearchResponse, dependencies=guard, tags=["search"])
+    @app.post("/api/search/image", response_model=SearchResponse, dependencies=guard, tags=["search"],
+              responses=answers(400, 413, 422, 503, token=token))
     def search_image(request: Request, file: UploadFile = File(..., description="An image file (JPEG, PNG, ...)."),
                      k: int = k_param, min_score: float | None = min_param, folder: str = folder_param,
                      label: str = label_param) -> SearchResponse:
         """Images that look like an uploaded example image."""
-        started = time.perf_counter()
-        data = file.file.read(limits.max_upload_bytes + 1)
-        if len(data) > limits.max_upload_bytes:
-            raise PayloadTooLarge()
-        hits = service.by_image(data, k, make_filters(folder, label, min_score))
-        return _respond(hits, request, started)
+        data = file.file.read(limits.max_upload_bytes + 1)  # one byte over is enough for the Searcher to refuse
+        return _answer(service, ImageTerm(data), k, make_filters(folder, label, min_score), request)
 
-    @app.get("/api/search/similar/{image_id}", response_model=SearchResponse, dependencies=guard, tags=["search"])
+    @app.get("/api/search/similar/{image_id}", response_model=SearchResponse, dependencies=guard, tags=["search"],
+             responses=answers(400, 422, *id_statuses, token=token))
     def search_similar(request: Request, image_id: str = ID_PARAM, k: int = k_param,
                        min_score: float | None = min_param, folder: str = folder_param,
                        label: str = label_param) -> SearchResponse:
         """More like this: images close to an indexed image (which comes first, with score ~1)."""
-        started = time.perf_counter()
-        hits = service.by_id(image_id, k, make_filters(folder, label, min_score))
-        return _respond(hits, request, started)
+        return _answer(service, IdTerm(image_id), k, make_filters(folder, label, min_score), request)
 
-    @app.get("/api/images/{image_id}", dependencies=guard, tags=["images"],
-             responses={200: {"content": {"image/*": {}}}, 404: {"description": "Unknown id or changed file"}})
+    @app.get("/api/images/{image_id}", dependencies=guard, tags=["images"], response_class=Response,
+             responses={200: {**image_answer("image/*"), "headers": ETAG_HEADER},
+                        **answers(304, *id_statuses, token=token)})
     def image(request: Request, image_id: str = ID_PARAM) -> Response:
         """The original file of an indexed image, exactly as it was indexed."""
         served = service.image(image_id)
@@ -238,8 +256,8 @@ def add_api_routes(app: FastAPI, service: SearchService) -> None:
             return Response(status_code=304, headers={"ETag": etag, **IMAGE_HEADERS})
         return Response(served.data, media_type=served.media_type, headers={"ETag": etag, **IMAGE_HEADERS})
 
-    @app.get("/api/thumbnails/{image_id}", dependencies=guard, tags=["images"],
-             responses={200: {"content": {"image/jpeg": {}}}, 404: {"description": "Unknown id or changed file"}})
+    @app.get("/api/thumbnails/{image_id}", dependencies=guard, tags=["images"], response_class=FileResponse,
+             responses={200: image_answer("image/jpeg"), **answers(*id_statuses, token=token)})
     def thumbnail(image_id: str = ID_PARAM) -> FileResponse:
         """A small JPEG of an indexed image (made once, then served from the cache folder)."""
         return FileResponse(service.thumbnail_path(image_id), media_type="image/jpeg", headers=IMAGE_HEADERS)
@@ -277,11 +295,13 @@ def create_app(settings: Settings, limits: Limits = Limits(), with_ui: bool = Tr
             else:
                 service.close()
 
-    app = FastAPI(title="pixsearch", version=__version__, lifespan=lifespan, redoc_url=None,
+    app = FastAPI(title="pixsearch", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Search indexed pictures by text, by example image, or by similarity.")
+    serve_docs(app)
+    drop_guessed_422s(app)
     app.state.service = service
     _install_error_handlers(app, limits)
-    app.add_middleware(BodyLimit, limit=limits.max_upload_bytes + 64 * 1024)
+    app.add_middleware(BodyLimit, limits=limits)
 
     @app.get("/health", tags=["collection"])
     async def health() -> dict[str, str]:

@@ -1,25 +1,111 @@
-"""Queries: by text, by an example image, or by an image already in the index."""
+"""Queries: by text, by an example image, by an image already in the index, or a mix of them.
+
+One ``Searcher`` answers every query of the CLI, the REST API and the web page: each builds a
+``Query`` and calls ``Searcher.search``. The Searcher owns what bounds a query (``Limits``), the
+one error for an unknown id (``NotFound``) and the cache of text embeddings. How a hit is shown
+(JSON, URLs, gallery captions) is each front end's business.
+"""
 
 from __future__ import annotations
 
+import re
 import threading
 from collections import OrderedDict
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from .errors import PixsearchError
-from .images import decode_image
+from .images import ImageError, decode_image
 from .models.base import Embedder
-from .store import Filters, Hit, Store
+from .store import Filters, Hit, ImageRow, Store
 
-MAX_QUERY_CHARS = 1000
-MAX_K = 1000
-QUERY_MAX_PIXELS = 50_000_000
-"""A query image (an upload) may not decode to more than this."""
+ID_PATTERN = re.compile(r"^[0-9a-f]{16}$")
+"""Row ids are 8-byte blake2b hex digests of the path (indexer.image_id)."""
 
 
 class QueryError(PixsearchError, ValueError):
     """A query pixsearch refuses (empty, too long, unknown id, not an image...)."""
+
+
+class NotFound(QueryError, LookupError):
+    """An id that names no indexed image, or whose file can no longer be served.
+
+    One error wherever an id is looked up (search by id, images, thumbnails): the API answers
+    404, the page and the CLI print the message."""
+
+
+class UploadTooLarge(QueryError):
+    """A query image over ``Limits.max_upload_bytes`` (the API answers 413)."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Bounds on what one query may ask for, so one client cannot stall the server.
+
+    The Searcher enforces them; the front ends only derive their own bounds from them (the
+    API's documented parameter ranges, the page's slider, the request-body guards)."""
+
+    max_k: int = 200
+    max_query_chars: int = 1000
+    max_upload_bytes: int = 20 * 1024 * 1024
+    max_query_pixels: int = 50_000_000
+    """A query image (an upload) may not decode to more than this."""
+
+    def check_k(self, k: int) -> int:
+        if not 1 <= k <= self.max_k:
+            raise QueryError(f"k must be between 1 and {self.max_k} (got {k})")
+        return k
+
+    def check_upload(self, size: int) -> None:
+        if size > self.max_upload_bytes:
+            raise UploadTooLarge(f"upload too large ({size / 2**20:.2f} MiB): {self.upload_rule}")
+
+    @property
+    def upload_rule(self) -> str:
+        """The limit as every front end states it."""
+        return f"uploads are limited to {self.max_upload_bytes / 2**20:g} MiB"
+
+
+@dataclass(frozen=True)
+class TextTerm:
+    """Words describing the picture."""
+
+    text: str
+    weight: float = 1.0
+
+
+@dataclass(frozen=True)
+class ImageTerm:
+    """The bytes of an example image (an upload or a file)."""
+
+    data: bytes = field(repr=False)
+    weight: float = 1.0
+
+
+@dataclass(frozen=True)
+class IdTerm:
+    """An image already in the index, by its id ("more like this")."""
+
+    image_id: str
+    weight: float = 1.0
+
+
+Term = TextTerm | ImageTerm | IdTerm
+
+
+@dataclass(frozen=True)
+class Query:
+    """What to look for (one term, or several whose weighted vectors are summed), how many
+    results, and which images may answer."""
+
+    terms: tuple[Term, ...]
+    k: int = 10
+    filters: Filters = field(default_factory=Filters)
+
+    @classmethod
+    def of(cls, term: Term, k: int = 10, filters: Filters = Filters()) -> Query:
+        return cls((term,), k, filters)
 
 
 class _LruCache:
@@ -46,19 +132,46 @@ class _LruCache:
 
 
 class Searcher:
-    """Embeds queries with the collection's own model and asks the store."""
+    """Embeds queries with the collection's own model and asks the store: the one query path."""
 
-    def __init__(self, store: Store, embedder: Embedder, cache_size: int = 1024):
+    def __init__(self, store: Store, embedder: Embedder, limits: Limits = Limits(), cache_size: int = 1024):
         self.store = store
         self.embedder = embedder
+        self.limits = limits
         self._text_cache = _LruCache(cache_size)
+
+    def search(self, query: Query) -> list[Hit]:
+        """The nearest indexed images to the query's vector, best first."""
+        k = self.limits.check_k(query.k)
+        vector = self.query_vector(query.terms)
+        filters = query.filters
+        return self.store.search(vector[None, :], k=k, filter=filters.expression(), min_score=filters.min_score)[0]
+
+    def query_vector(self, terms: tuple[Term, ...]) -> np.ndarray:
+        """One term's vector as it is; several terms' weighted sum, scaled back to unit length."""
+        if not terms:
+            raise QueryError("empty query: give words, an image or an image id")
+        if len(terms) == 1 and terms[0].weight == 1.0:
+            return self.term_vector(terms[0])
+        total = sum(term.weight * self.term_vector(term) for term in terms)
+        norm = float(np.linalg.norm(total))
+        if norm < 1e-6:
+            raise QueryError("the weighted query terms cancel out; change their weights")
+        return np.asarray(total / norm, dtype=np.float32)
+
+    def term_vector(self, term: Term) -> np.ndarray:
+        if isinstance(term, TextTerm):
+            return self.text_vector(term.text)
+        if isinstance(term, ImageTerm):
+            return self.image_vector(term.data)
+        return self.id_vector(term.image_id)
 
     def text_vector(self, query: str) -> np.ndarray:
         query = " ".join(query.split())
         if not query:
             raise QueryError("empty query: type a few words describing the picture")
-        if len(query) > MAX_QUERY_CHARS:
-            raise QueryError(f"query too long ({len(query)} characters; at most {MAX_QUERY_CHARS})")
+        if len(query) > self.limits.max_query_chars:
+            raise QueryError(f"query too long ({len(query)} characters; at most {self.limits.max_query_chars})")
         vector = self._text_cache.get(query)
         if vector is None:
             vector = self.embedder.embed_texts([query])[0]
@@ -66,30 +179,40 @@ class Searcher:
         return vector
 
     def image_vector(self, data: bytes) -> np.ndarray:
-        from .images import ImageError
-
+        self.limits.check_upload(len(data))
         try:
-            image = decode_image(data, min_side=self.embedder.min_decode_side, max_pixels=QUERY_MAX_PIXELS)
+            image = decode_image(data, min_side=self.embedder.min_decode_side,
+                                 max_pixels=self.limits.max_query_pixels)
         except ImageError as exc:
             raise QueryError(f"not a usable image: {exc.reason}") from exc
-        return self.embedder.embed_images([image.rgb])[0]
+        vector: np.ndarray = self.embedder.embed_images([image.rgb])[0]
+        return vector
 
     def id_vector(self, image_id: str) -> np.ndarray:
-        rows = self.store.get([image_id], with_vectors=True)
-        if not rows:
-            raise QueryError(f"no indexed image has id {image_id!r}")
-        return rows[0]["vector"]
+        vector: np.ndarray = self.row(image_id, with_vector=True)["vector"]
+        return np.asarray(vector, dtype=np.float32)
 
-    def search(self, vector: np.ndarray, k: int = 10, filters: Filters = Filters()) -> list[Hit]:
-        if not 1 <= k <= MAX_K:
-            raise QueryError(f"k must be between 1 and {MAX_K}")
-        return self.store.search(vector[None, :], k=k, filter=filters.expression(), min_score=filters.min_score)[0]
+    def row(self, image_id: str, with_vector: bool = False) -> ImageRow:
+        """The indexed row of *image_id* (NotFound when there is none)."""
+        rows = self.store.get([check_id(image_id)], with_vectors=with_vector)
+        if not rows:
+            raise NotFound(f"no indexed image has id {image_id!r}")
+        return rows[0]
+
+    # The front ends' shorthands for a one-term query.
 
     def by_text(self, query: str, k: int = 10, filters: Filters = Filters()) -> list[Hit]:
-        return self.search(self.text_vector(query), k, filters)
+        return self.search(Query.of(TextTerm(query), k, filters))
 
     def by_image(self, data: bytes, k: int = 10, filters: Filters = Filters()) -> list[Hit]:
-        return self.search(self.image_vector(data), k, filters)
+        return self.search(Query.of(ImageTerm(data), k, filters))
 
     def by_id(self, image_id: str, k: int = 10, filters: Filters = Filters()) -> list[Hit]:
-        return self.search(self.id_vector(image_id), k, filters)
+        return self.search(Query.of(IdTerm(image_id), k, filters))
+
+
+def check_id(image_id: str) -> str:
+    """*image_id* if it is well formed; anything else can never name a row."""
+    if not ID_PATTERN.fullmatch(image_id or ""):
+        raise NotFound(f"{image_id[:40]!r} is not an image id (ids are 16 hex characters, as returned by search)")
+    return image_id

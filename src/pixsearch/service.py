@@ -13,7 +13,6 @@ edited) since indexing is therefore refused instead of leaked.
 from __future__ import annotations
 
 import os
-import re
 import stat
 import tempfile
 import threading
@@ -21,39 +20,22 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+
+import numpy as np
 
 from .config import Settings
 from .images import ImageError, decode_image, encode_jpeg, read_file, sniff_format
 from .indexer import content_hash
-from .search import Filters, QueryError, Searcher
-from .store import Hit
+from .search import Limits, NotFound, QueryError, Searcher
+from .store import Filters, ImageRow
 from .workspace import Workspace, open_workspace
 
-ID_PATTERN = re.compile(r"^[0-9a-f]{16}$")
-"""Row ids are 8-byte blake2b hex digests of the path (indexer.image_id)."""
 THUMBNAIL_SIDE = 320
 PREVIEW_SIDE = 1280
 STATS_TTL_SECONDS = 30.0
 MAX_LISTED = 1000
 _MEDIA_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png", "GIF": "image/gif", "BMP": "image/bmp",
                 "TIFF": "image/tiff", "WEBP": "image/webp"}
-
-
-@dataclass(frozen=True)
-class Limits:
-    """Bounds on what one request may ask for, so one client cannot stall the server.
-
-    The API enforces *max_k* in its parameter bounds and the page clamps to it; the query
-    length is bounded by the Searcher (search.MAX_QUERY_CHARS).
-    """
-
-    max_k: int = 200
-    max_upload_bytes: int = 20 * 1024 * 1024
-
-
-class NotFound(LookupError):
-    """An id that names no indexed image, or whose file can no longer be served."""
 
 
 @dataclass(frozen=True)
@@ -105,21 +87,13 @@ def make_filters(folder: str = "", label: str = "", min_score: float | None = No
                    min_score=min_score)
 
 
-def check_id(image_id: str) -> str:
-    """*image_id* if it is well formed; anything else can never name a row."""
-    if not ID_PATTERN.fullmatch(image_id or ""):
-        raise NotFound(f"{image_id[:40]!r} is not an image id (ids are 16 hex characters, as returned by search)")
-    return image_id
-
-
 class SearchService:
     """The model, the store and the thumbnail cache of one collection, shared by all requests."""
 
     def __init__(self, workspace: Workspace, settings: Settings, limits: Limits = Limits()):
         self.workspace = workspace
         self.settings = settings
-        self.limits = limits
-        self.searcher = Searcher(workspace.store, workspace.embedder)
+        self.searcher = Searcher(workspace.store, workspace.embedder, limits)
         self.thumbnail_dir = Path(settings.cache_dir).expanduser() / "thumbnails" / workspace.store.collection
         self.thumbnail_dir.mkdir(parents=True, exist_ok=True)
         self._facts: tuple[float, _RowFacts] | None = None
@@ -141,28 +115,15 @@ class SearchService:
         """
         self.workspace.embedder.embed_texts(["a photo"])
 
-    # ------------------------------------------------------------------ searching
-
-    def by_text(self, query: str, k: int, filters: Filters) -> list[Hit]:
-        return self.searcher.by_text(query, k, filters)
-
-    def by_image(self, data: bytes, k: int, filters: Filters) -> list[Hit]:
-        if len(data) > self.limits.max_upload_bytes:
-            raise QueryError(f"upload too large ({len(data) / 2**20:.1f} MiB; at most "
-                             f"{self.limits.max_upload_bytes / 2**20:.0f} MiB)")
-        return self.searcher.by_image(data, k, filters)
-
-    def by_id(self, image_id: str, k: int, filters: Filters) -> list[Hit]:
-        return self.searcher.search(self.row(image_id, with_vector=True)["vector"], k, filters)
+    @property
+    def limits(self) -> Limits:
+        return self.searcher.limits
 
     # ------------------------------------------------------------------ rows and files
 
-    def row(self, image_id: str, with_vector: bool = False) -> dict[str, Any]:
+    def row(self, image_id: str, with_vector: bool = False) -> ImageRow:
         """The indexed row of *image_id* (NotFound when there is none)."""
-        rows = self.workspace.store.get([check_id(image_id)], with_vectors=with_vector)
-        if not rows:
-            raise NotFound(f"no indexed image has id {image_id!r}")
-        return rows[0]
+        return self.searcher.row(image_id, with_vector)
 
     def image(self, image_id: str) -> ServedImage:
         """The original file's bytes, only while they are exactly what was indexed."""
@@ -171,7 +132,7 @@ class SearchService:
         return ServedImage(data=data, media_type=_MEDIA_TYPES.get(sniff_format(data) or "", "application/octet-stream"),
                            etag=row["content_hash"])
 
-    def _indexed_bytes(self, row: dict[str, Any]) -> bytes:
+    def _indexed_bytes(self, row: ImageRow) -> bytes:
         try:
             data = read_file(Path(row["path"]), self.settings.max_file_bytes)
         except ImageError as exc:
@@ -203,7 +164,7 @@ class SearchService:
         self._write_atomically(path, encode_jpeg(self._decode(row), max_side=THUMBNAIL_SIDE, quality=82))
         return path
 
-    def preview(self, image_id: str):
+    def preview(self, image_id: str) -> np.ndarray:
         """The image as an RGB array at most PREVIEW_SIDE pixels long, for the page's large view."""
         import cv2
 
@@ -214,9 +175,10 @@ class SearchService:
             rgb = cv2.resize(rgb, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
         return rgb
 
-    def _decode(self, row: dict[str, Any]):
+    def _decode(self, row: ImageRow) -> np.ndarray:
         try:
-            return decode_image(self._indexed_bytes(row), max_pixels=self.settings.max_pixels).rgb
+            rgb: np.ndarray = decode_image(self._indexed_bytes(row), max_pixels=self.settings.max_pixels).rgb
+            return rgb
         except ImageError as exc:
             raise NotFound(f"image {row['id']} cannot be decoded any more: {exc.reason}") from exc
 
@@ -283,7 +245,7 @@ class SearchService:
         return _RowFacts(rows, newest, tuple(sorted(folders)), tuple(sorted(labels)))
 
 
-def _same_file(row: dict[str, Any]) -> bool:
+def _same_file(row: ImageRow) -> bool:
     """Cheap check that the indexed path is still the file that was indexed: a regular file
     (not a symlink, which may now point elsewhere) with the recorded size and mtime."""
     try:
@@ -292,9 +254,3 @@ def _same_file(row: dict[str, Any]) -> bool:
         return False
     return stat.S_ISREG(st.st_mode) and st.st_size == row["size"] and st.st_mtime == row["mtime"]
 
-
-def hit_json(hit: Hit, prefix: str = "") -> dict[str, Any]:
-    """One search result as the API returns it."""
-    fields = {k: v for k, v in hit.fields.items() if k not in ("id", "path")}
-    return {"id": hit.id, "path": hit.path, "score": round(hit.score, 6), "fields": fields,
-            "thumbnail_url": f"{prefix}/api/thumbnails/{hit.id}", "image_url": f"{prefix}/api/images/{hit.id}"}

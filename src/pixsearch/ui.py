@@ -16,8 +16,8 @@ from typing import Any
 import gradio as gr
 from fastapi import FastAPI
 
-from .search import QueryError
-from .service import NotFound, SearchService, make_filters
+from .search import IdTerm, ImageTerm, NotFound, Query, QueryError, Term, TextTerm
+from .service import SearchService, make_filters
 from .store import Hit, StoreError
 from .uploads import (
     NOT_ALLOWED,
@@ -36,7 +36,6 @@ LastQuery = dict[str, str]
 DEFAULT_K = 24
 ANY = "(any)"
 """The dropdown choice that means "no folder/label filter"."""
-MAX_UI_K = 100
 PAGE_CONCURRENCY = 4
 """Page events run at most this many at once, all events together (one Gradio concurrency group), so
 the page never holds more than this many worker threads and the API and /health keep theirs."""
@@ -89,7 +88,7 @@ def _caption(hit: dict[str, Any]) -> str:
 
 
 def _to_results(hits: list[Hit], sort: str) -> Results:
-    rows = [{"id": h.id, "path": h.path, "score": h.score, "fields": {k: v for k, v in h.fields.items()
+    rows: Results = [{"id": h.id, "path": h.path, "score": h.score, "fields": {k: v for k, v in h.fields.items()
                                                                        if k not in ("id", "path")}} for h in hits]
     if sort == "date":
         rows.sort(key=lambda r: float(r["fields"].get("mtime") or 0.0), reverse=True)
@@ -106,22 +105,21 @@ def run_query(service: SearchService, query: LastQuery, k: int, min_score: float
     empty = empty_index_message(service)
     if empty:
         return [], empty, []
-    k = max(1, min(int(k), MAX_UI_K, service.limits.max_k))
+    k = max(1, min(int(k), service.limits.max_k))  # a slider's value: clamped, not refused
     try:
         filters = make_filters("" if folder == ANY else folder or "", "" if label == ANY else label or "",
                                min_score if min_score and min_score > 0 else None)
+        term: Term
         if query["kind"] == "text":
-            hits = service.by_text(query["value"], k, filters)
-            what = f"“{' '.join(query['value'].split())}”"
+            term, what = TextTerm(query["value"]), f"“{' '.join(query['value'].split())}”"
         elif query["kind"] == "image":
             if upload_dir is None:
                 raise UploadError(NOT_ALLOWED)
-            hits = service.by_image(read_upload(query["value"], upload_dir, service.limits.max_upload_bytes), k,
-                                    filters)
+            term = ImageTerm(read_upload(query["value"], upload_dir, service.limits.max_upload_bytes + 1))
             what = f"the uploaded image {os.path.basename(query['value'])}"
         else:
-            hits = service.by_id(query["value"], k, filters)
-            what = "the selected image"
+            term, what = IdTerm(query["value"]), "the selected image"
+        hits = service.searcher.search(Query.of(term, k, filters))
     except (QueryError, NotFound, UploadError) as exc:
         return [], f"⚠️ {exc}", []
     except StoreError as exc:
@@ -159,7 +157,8 @@ def build_ui(service: SearchService, upload_dir: Path) -> gr.Blocks:
     """The Blocks page; its handlers close over *service*. Build it after ``private_upload_dir``:
     Gradio fixes its upload folder when the Blocks are made."""
 
-    def search(query: LastQuery | None, k: int, min_score: float, folder: str, label: str, sort: str):
+    def search(query: LastQuery | None, k: int, min_score: float, folder: str, label: str,
+               sort: str) -> tuple[Any, ...]:
         if not query:
             return gr.update(), gr.update(), gr.update(), None, "", gr.update(interactive=False)
         items, message, results = run_query(service, query, k, min_score, folder, label, sort, upload_dir)
@@ -174,7 +173,7 @@ def build_ui(service: SearchService, upload_dir: Path) -> gr.Blocks:
     def similar_query(selected: str | None) -> LastQuery | None:
         return {"kind": "similar", "value": selected} if selected else None
 
-    def select(results: Results, evt: gr.SelectData):
+    def select(results: Results, evt: gr.SelectData) -> tuple[Any, ...]:
         index = evt.index if isinstance(evt.index, int) else evt.index[0]
         if not results or index >= len(results):
             return None, "", None, gr.update(interactive=False)
@@ -185,7 +184,8 @@ def build_ui(service: SearchService, upload_dir: Path) -> gr.Blocks:
             return None, f"⚠️ {exc}", None, gr.update(interactive=True)
         return preview, details_markdown(row), row["id"], gr.update(interactive=True)
 
-    with gr.Blocks(title="pixsearch", analytics_enabled=False, delete_cache=(3600, 86400)) as demo:
+    demo = gr.Blocks(title="pixsearch", analytics_enabled=False, delete_cache=(3600, 86400))
+    with demo:
         last = gr.State(None)
         results = gr.State([])
         selected = gr.State(None)
@@ -199,7 +199,7 @@ def build_ui(service: SearchService, upload_dir: Path) -> gr.Blocks:
                                        show_label=False, scale=5, elem_id="query", autofocus=True)
                     go = gr.Button("Search", variant="primary", scale=1, min_width=100)
                 with gr.Row():
-                    k = gr.Slider(1, MAX_UI_K, value=DEFAULT_K, step=1, label="Results", elem_id="k")
+                    k = gr.Slider(1, service.limits.max_k, value=DEFAULT_K, step=1, label="Results", elem_id="k")
                     min_score = gr.Slider(0.0, 1.0, value=0.0, step=0.01, label="Minimum score (0 shows all)")
                     sort = gr.Radio(["relevance", "date"], value="relevance", label="Sort by")
                 with gr.Row():
@@ -220,7 +220,7 @@ def build_ui(service: SearchService, upload_dir: Path) -> gr.Blocks:
 
         controls = [k, min_score, folder, label, sort]
         outputs = [gallery, status, results, large, details, more]
-        group = {"concurrency_id": "page", "concurrency_limit": PAGE_CONCURRENCY}
+        group: dict[str, Any] = {"concurrency_id": "page", "concurrency_limit": PAGE_CONCURRENCY}
         for trigger, make, source in ((query.submit, text_query, query), (go.click, text_query, query),
                                       (upload.upload, image_query, upload), (more.click, similar_query, selected)):
             trigger(make, source, last, **group).then(search, [last, *controls], outputs, **group)

@@ -4,7 +4,10 @@ Gradio copies every file that an event's data names (a ``{"path": ...}`` dict) i
 *before* the handler runs, and it checks that such a path lies in its upload folder only once
 ``Blocks.has_launched`` is set, which ``gr.mount_gradio_app`` never does. A client could thus
 make the server copy and serve ``/etc/passwd``, or hang it on ``/dev/zero`` or a FIFO. The page
-is therefore walled three times, each wall enough on its own:
+is therefore walled three times. Walls 1 and 2 each stop that copy on their own; wall 3 keeps the
+handler's own reads to uploads, but cannot stop a copy Gradio makes before any handler runs (a
+copy lands in the upload folder and looks like an upload), so it backs up walls 1 and 2 and does
+not replace them (tests/test_page_attacks.py takes each wall out to show it):
 
 1. ``FileDataGuard``, in front of Gradio: a JSON body naming any path outside this server's
    private upload folder, or a URL, is refused (400, one message whatever the path is) before
@@ -14,7 +17,7 @@ is therefore walled three times, each wall enough on its own:
    folder of pixsearch's cache, so it holds this server's uploads and nothing else).
 3. ``read_upload`` at the handler: the path must resolve into the upload folder, is opened
    without following symlinks or blocking, must be a regular file, and is read bounded in bytes
-   and time.
+   and time (one byte past the upload limit, which the Searcher then refuses).
 """
 
 from __future__ import annotations
@@ -92,12 +95,14 @@ def named_paths(value: Any) -> list[str]:
     return found
 
 
-def read_upload(path: str, folder: Path, max_bytes: int, seconds: float = READ_SECONDS) -> bytes:
-    """The bytes of an uploaded file, refused unless it is a regular file inside *folder* (wall 3).
+def read_upload(path: str, folder: Path, at_most: int, seconds: float = READ_SECONDS) -> bytes:
+    """The first *at_most* bytes of an uploaded file, refused unless it is a regular file inside
+    *folder* (wall 3).
 
     Opened with O_NOFOLLOW and O_NONBLOCK (a FIFO or device never blocks the open), checked on
-    the open descriptor (no swap between check and read), read at most *max_bytes* + 1 bytes and
-    for at most *seconds*.
+    the open descriptor (no swap between check and read), read for at most *seconds*. Whether
+    the upload is too large is the Searcher's call (``Limits.check_upload``): pass one byte more
+    than the limit, so that it can tell.
     """
     if not is_inside(path, folder):
         raise UploadError(NOT_ALLOWED)
@@ -106,29 +111,25 @@ def read_upload(path: str, folder: Path, max_bytes: int, seconds: float = READ_S
     except OSError as exc:
         raise UploadError(NOT_ALLOWED) from exc
     try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise UploadError(NOT_ALLOWED)
-        if info.st_size > max_bytes:
-            raise UploadError(f"the upload is too large (at most {max_bytes / 2**20:.0f} MiB)")
-        return _read_bounded(fd, max_bytes, time.monotonic() + seconds)
+        return _read_bounded(fd, at_most, time.monotonic() + seconds)
     finally:
         os.close(fd)
 
 
-def _read_bounded(fd: int, max_bytes: int, deadline: float) -> bytes:
+def _read_bounded(fd: int, at_most: int, deadline: float) -> bytes:
     chunks: list[bytes] = []
     total = 0
-    while True:
-        chunk = os.read(fd, 1024 * 1024)
+    while total < at_most:
+        chunk = os.read(fd, min(1024 * 1024, at_most - total))
         if not chunk:
-            return b"".join(chunks)
+            break
         total += len(chunk)
-        if total > max_bytes:
-            raise UploadError(f"the upload is too large (at most {max_bytes / 2**20:.0f} MiB)")
         if time.monotonic() > deadline:
             raise UploadError("the upload could not be read in time; upload it again")
         chunks.append(chunk)
+    return b"".join(chunks)
 
 
 class FileDataGuard:

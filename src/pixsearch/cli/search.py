@@ -66,30 +66,31 @@ def search(
     as_json: Annotated[bool, typer.Option("--json", help="Print results as JSON.")] = False,
 ) -> None:
     """Find images by text, by an example image file, or by an indexed image's id."""
-    from ..search import Filters, Searcher
+    from ..search import IdTerm, ImageTerm, Query, Searcher, Term, TextTerm
+    from ..store import Filters
     from ..workspace import open_workspace
 
     given = [x is not None for x in (query, image, like)]
     if sum(given) != 1:
         raise UserError("give exactly one of: a text QUERY, --image FILE, or --like ID")
+    term: Term
+    if query is not None:
+        term = TextTerm(query)
+    elif image is not None:
+        try:
+            term = ImageTerm(image.read_bytes())
+        except OSError as exc:
+            raise UserError(f"cannot read --image {image}: {exc.strerror or exc}") from exc
+    else:
+        assert like is not None
+        term = IdTerm(like)
+    filters = Filters(folder=os.path.abspath(os.path.expanduser(folder)) if folder else "", label=label or "",
+                      min_score=min_score)
     settings = settings_from(db=db, token=token, collection=collection, model=model, threads=threads,
                              precision=precision)
     ws = open_workspace(settings)
     try:
-        searcher = Searcher(ws.store, ws.embedder)
-        filters = Filters(folder=os.path.abspath(os.path.expanduser(folder)) if folder else "", label=label or "",
-                          min_score=min_score)
-        if query is not None:
-            hits = searcher.by_text(query, k, filters)
-        elif image is not None:
-            try:
-                data = image.read_bytes()
-            except OSError as exc:
-                raise UserError(f"cannot read --image {image}: {exc.strerror or exc}") from exc
-            hits = searcher.by_image(data, k, filters)
-        else:
-            assert like is not None
-            hits = searcher.by_id(like, k, filters)
+        hits = Searcher(ws.store, ws.embedder).search(Query.of(term, k, filters))
         if not hits and filters.folder:
             _require_indexed_under(ws.store, filters.folder, folder or "")
     finally:
