@@ -119,7 +119,8 @@ def _one_clear_error(result, *needles: str) -> None:
 @pytest.mark.server
 @pytest.mark.slow
 def test_server_wrong_token_wrong_uri_and_down_are_one_clear_error(sample_dir, tiny_model):
-    """Against a real Milvus server of its own: start it, index, break the connection in each way, stop it, try again."""
+    """Against a real Milvus server of its own: start it, index, break the connection in each way, stop it,
+    try again."""
     python, why_not = launcher_python()
     if not python:
         pytest.skip(why_not)

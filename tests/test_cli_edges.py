@@ -181,3 +181,32 @@ def test_read_only_commands_create_no_database(tmp_path, tiny_model):
     assert run_cli("remove", str(tmp_path), check=False).returncode == 2
     assert run_cli("index", str(tmp_path), "--model", str(tmp_path / "no-model"), check=False).returncode == 2
     assert sorted(p.name for p in tmp_path.iterdir() if "pixsearch" in p.name) == []
+
+
+# ----------------------------------------------------------------------------- progress
+
+
+def test_first_use_of_a_checkpoint_says_it_is_converting(tiny_checkpoint, sample_dir, tmp_path):
+    fresh_cache = {"PIXSEARCH_CACHE_DIR": str(tmp_path / "fresh-cache")}
+    first = run_cli("index", str(sample_dir), "--model", str(tiny_checkpoint), env=fresh_cache)
+    said = first.stderr.replace("\n", " ")
+    assert f"converting the transformers checkpoint {tiny_checkpoint} to ONNX" in said
+    assert said.index("converting") < said.index("reading 20 new or changed images")
+    again = run_cli("index", str(sample_dir), "--model", str(tiny_checkpoint), env=fresh_cache)
+    assert "converting" not in again.stderr  # cached: nothing to say
+
+
+def test_progress_counts_files_once_embedded_and_written(sample_dir, tiny_model, cache_dir, tmp_path):
+    """The speed shown is done / time: counting files as they are decoded, before the model has
+    seen them, made the first rate shown many times the real one."""
+    from pixsearch.indexer import Indexer
+    from pixsearch.models import load_embedder
+    from pixsearch.store import Store, collection_name_for
+
+    embedder = load_embedder(str(tiny_model), cache_dir)
+    with Store(str(tmp_path / "progress.db"), collection=collection_name_for(embedder.model_id)) as store:
+        store.ensure_collection(embedder.model_id, embedder.model_id, embedder.dim)
+        calls: list[tuple[int, int]] = []
+        indexer = Indexer(store, embedder, batch_size=8)
+        indexer.run([sample_dir], progress=lambda done, total: calls.append((done, total)))
+    assert calls == [(0, 20), (8, 20), (16, 20), (20, 20)]
