@@ -115,7 +115,7 @@ def index(
     watch: Annotated[bool, typer.Option("--watch", help="Keep running and sync changes as they happen.")] = False,
 ) -> None:
     """Embed new and changed images and store them in Milvus (re-runs only touch what changed)."""
-    from ..indexer import check_sources
+    from ..sources import check_sources
     from ..workspace import new_indexer, open_workspace
 
     settings = settings_from(db=db, token=token, collection=collection, model=model, threads=threads,

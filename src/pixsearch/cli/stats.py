@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
 from .common import DbOpt, TokenOpt, console, friendly_errors, settings_from
+
+if TYPE_CHECKING:
+    from ..store import SkipRow
 
 
 @friendly_errors
@@ -24,7 +27,7 @@ def stats(
 
     settings = settings_from(db=db, token=token)
     infos: list[CollectionInfo] = []
-    skips: dict[str, list[dict[str, Any]]] = {}
+    skips: dict[str, list[SkipRow]] = {}
     if database_exists(settings.db):  # asking must not create an empty database
         with Store(settings.db, token=settings.token) as store:
             infos = store.collections()
@@ -45,7 +48,7 @@ def stats(
     console.print(table)
 
 
-def print_skips(skips: dict[str, list[dict[str, Any]]], as_json: bool) -> None:
+def print_skips(skips: dict[str, list[SkipRow]], as_json: bool) -> None:
     if as_json:
         console.print_json(json.dumps({name: [{k: r[k] for k in ("path", "size", "mtime", "reason")} for r in rows]
                                        for name, rows in skips.items()}))
