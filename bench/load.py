@@ -156,7 +156,7 @@ def build_index(db: Path, model: str, images: int, cache_dir: str) -> None:
             paths = [f"/synthetic/{n // 1000:04d}/{n:07d}.jpg" for n in range(start, start + count)]
             ws.store.upsert([{"id": image_id(p), "vector": v, "path": p, "label": "synthetic", "size": 0,
                               "mtime": now, "width": 0, "height": 0, "content_hash": f"{n:032x}",
-                              "indexed_at": now} for n, (p, v) in enumerate(zip(paths, vectors), start)])
+                              "indexed_at": now} for n, (p, v) in enumerate(zip(paths, vectors, strict=True), start)])
         ws.store.flush()
     finally:
         ws.close()

@@ -128,8 +128,9 @@ def run(count: int, out_path: Path) -> dict:
 
             first = Indexer(store, embedder).run([str(library)], progress=progress)
             sampler.stop()
-            result["first_run"] = {"seconds": first.seconds, "embedded": first.embedded, "rate": first.images_per_second,
-                                   "skipped": len(first.skipped), **summarise(sampler.samples, count)}
+            result["first_run"] = {"seconds": first.seconds, "embedded": first.embedded,
+                                   "rate": first.images_per_second, "skipped": len(first.skipped),
+                                   **summarise(sampler.samples, count)}
             log(f"  first run: {first.summary()}")
             second_sampler = RssSampler()
             second_sampler.start()

@@ -49,7 +49,7 @@ def _split_captions(source: Path, tmp: Path, held_out: float = 0.2) -> tuple[Pat
     for row in lines:
         row["image"] = str((source.parent / row["image"]).resolve())
     order = np.random.default_rng(0).permutation(len(lines))
-    cut = int(round(len(lines) * held_out))
+    cut = round(len(lines) * held_out)
     paths = {}
     for name, index in (("test", order[:cut]), ("train", order[cut:])):
         paths[name] = tmp / f"coco-{name}.jsonl"
@@ -163,9 +163,10 @@ def _slim(report: dict) -> dict:
 
 def _print(rows: list[list[str]], summary: dict) -> None:
     header = ["data", "metric", "chance", "untrained", "trained"]
-    widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
+    widths = [max(len(str(r[i])) for r in [*rows, header]) for i in range(len(header))]
     for row in [header, ["-" * w for w in widths], *rows]:
-        print("  ".join(str(c).ljust(w) if i < 2 else str(c).rjust(w) for i, (c, w) in enumerate(zip(row, widths))))
+        cells = enumerate(zip(row, widths, strict=True))
+        print("  ".join(str(c).ljust(w) if i < 2 else str(c).rjust(w) for i, (c, w) in cells))
     for name in ("clothing", "coco"):
         if name in summary:
             t = summary[name]["train"]

@@ -139,7 +139,8 @@ def run_query_bench(sizes: list[int], embedders: dict, n_queries: int = 200, db_
     space = ClipLikeSpace.make()
     rng = np.random.default_rng(1)
     queries = space.draw(max(n_queries, 50), np.random.default_rng(2), text=True)
-    embed = {name: percentiles(time_calls(lambda i: e.embed_texts([f"a photo of a red car number {i}"]), n_queries))
+    embed = {name: percentiles(time_calls(lambda i, e=e: e.embed_texts([f"a photo of a red car number {i}"]),
+                                          n_queries))
              for name, e in embedders.items()}
     out: dict = {"text_embedding": embed, "sizes": {}}
     with tempfile.TemporaryDirectory(dir=db_dir, prefix="bench-query-") as tmp:

@@ -24,7 +24,8 @@ from .common import COCO, RESULTS, ROOT, SHARED, Row, log, machine_info
 from .models import checkpoint_dir, ensure_int8, ensure_onnx, model_spec, text_embedders
 
 MODE = {
-    "quick": {"b32_images": None, "b16_images": 64, "query_sizes": [10_000, 100_000], "queries": 100, "memory_images": 5_000},
+    "quick": {"b32_images": None, "b16_images": 64, "query_sizes": [10_000, 100_000], "queries": 100,
+              "memory_images": 5_000},
     "full": {"b32_images": 1000, "b16_images": None, "query_sizes": [10_000, 100_000, 1_000_000], "queries": 200,
              "memory_images": 100_000},
 }
@@ -135,7 +136,8 @@ def sweep_section(results: dict) -> None:
     int8_image = model_spec(directory).tower_file("image", "int8")
     levels = sweep.optimisation_levels(directory, ["visual.onnx", int8_image], log=log)
     log("sweep: threads x workers x batch (Indexer end to end)")
-    grid = sweep.pipeline_grid(directory, "int8", files, log=log) + sweep.pipeline_grid(directory, "fp32", files, log=log)
+    grid = [*sweep.pipeline_grid(directory, "int8", files, log=log),
+            *sweep.pipeline_grid(directory, "fp32", files, log=log)]
     results["sweep"] = {"optimisation_levels": levels, "pipeline": grid}
 
 

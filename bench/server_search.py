@@ -79,7 +79,8 @@ def wait_indexed(store: Store, timeout: float = 900) -> float:
     started = time.monotonic()
     while time.monotonic() - started < timeout:
         info = store.index_progress()
-        if int(info.get("pending_index_rows", 0)) == 0 and int(info.get("indexed_rows", 0)) >= int(info.get("total_rows", 1)):
+        pending, indexed = int(info.get("pending_index_rows", 0)), int(info.get("indexed_rows", 0))
+        if pending == 0 and indexed >= int(info.get("total_rows", 1)):
             break
         time.sleep(1)
     store.reload()

@@ -99,7 +99,7 @@ class MilvusServer:
 
     def start(self, timeout: float = 180.0) -> MilvusServer:
         free = _free_ports(len(_PORT_KEYS) + 2)
-        ports = dict(zip(_PORT_KEYS, free))
+        ports = dict(zip(_PORT_KEYS, free[:-2], strict=True))
         self.port = ports["proxy_port"]
         # The embedded etcd listens on 2379/2380 whatever the launcher says, so two servers on one
         # machine collide; Milvus reads ETCD_CONFIG_PATH (etcd.config.path) for its own ports.
@@ -110,8 +110,8 @@ class MilvusServer:
             f"listen-client-urls: http://127.0.0.1:{etcd_client}\nadvertise-client-urls: http://127.0.0.1:{etcd_client}\n"
             f"listen-peer-urls: http://127.0.0.1:{etcd_peer}\ninitial-advertise-peer-urls: http://127.0.0.1:{etcd_peer}\n"
             f"initial-cluster: pixsearch-test=http://127.0.0.1:{etcd_peer}\n")
-        args = [self.python, "-c", "import sys, milvus; sys.exit(milvus.main())", "--data", str(self.data_dir / "milvus"),
-                "--authorization-enabled", "true"]
+        args = [self.python, "-c", "import sys, milvus; sys.exit(milvus.main())",
+                "--data", str(self.data_dir / "milvus"), "--authorization-enabled", "true"]
         for key, port in ports.items():
             args += ["--" + key.replace("_", "-"), str(port)]
         for component in _COMPONENTS:  # advertise loopback, not the first non-loopback interface
@@ -153,7 +153,8 @@ class MilvusServer:
 
     def log_tail(self, lines: int = 20) -> str:
         logs = [self.log, self.data_dir / "milvus" / "logs" / "milvus-stdout.log"]
-        tails = [f"--- {p}\n" + "\n".join(p.read_text(errors="replace").splitlines()[-lines:]) for p in logs if p.exists()]
+        tails = [f"--- {p}\n" + "\n".join(p.read_text(errors="replace").splitlines()[-lines:])
+                 for p in logs if p.exists()]
         if self.process is not None:
             ps = subprocess.run(["ps", "-o", "pid,stat,etime,args", "-g", str(self.process.pid)],
                                 capture_output=True, text=True)
