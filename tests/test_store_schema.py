@@ -7,6 +7,7 @@ import pytest
 
 from pixsearch.store import SkipLog, StoreError, migrations, schema
 from pixsearch.store.migrations import MIGRATING_SUFFIX, Migration
+
 from .test_store import rows
 
 NAME = "pixsearch_schema_test"
