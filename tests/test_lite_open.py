@@ -69,3 +69,24 @@ def test_a_lite_file_name_too_long_for_milvus_lite_says_so(tmp_path: Path):
 def test_a_lite_file_name_with_odd_characters_says_so(tmp_path: Path):
     with pytest.raises(StoreError, match=r"letters, digits"):
         Store(str(tmp_path / "my photos.db"))
+
+
+IDLE_CLIENT = """
+import sys, time
+from pixsearch.store import Store
+with Store(sys.argv[1], collection="pixsearch_idle") as store:
+    store.ensure_collection("model-a", "model-a", 8)
+    time.sleep(float(sys.argv[2]))  # the condition under test: a connection left idle
+    print(store.count(), flush=True)
+"""
+
+
+@pytest.mark.slow
+def test_an_idle_lite_connection_is_not_sent_away_for_pinging(tmp_path: Path):
+    """pymilvus' default keepalive (a ping every 10 s) made Lite answer GOAWAY too_many_pings after ~130 s
+    idle, and gRPC logged it to stderr. PIXSEARCH_TEST_LITE_IDLE: seconds idle (default 150)."""
+    idle = os.environ.get("PIXSEARCH_TEST_LITE_IDLE", "150")
+    result = subprocess.run([sys.executable, "-c", IDLE_CLIENT, str(tmp_path / "idle.db"), idle],
+                            capture_output=True, text=True, timeout=float(idle) + 120)
+    assert result.returncode == 0 and result.stdout.strip() == "0", result.stderr
+    assert "too_many_pings" not in result.stderr and "GOAWAY" not in result.stderr, result.stderr
