@@ -18,7 +18,7 @@ from .collection import Collection, CollectionInfo
 from .errors import StoreError
 from .lite import GRPC_OPTIONS, check_name, lite_path, refuse_if_in_use, release_lite, retain_lite, start_engine
 from .migrations import MIGRATING_SUFFIX, ensure_version
-from .policy import is_local_uri, policy_for
+from .policy import IndexPolicy, is_local_uri, policy_for
 
 
 class _Link:
@@ -53,8 +53,8 @@ class Store(Collection):
             link.close()
             raise
 
-    def _bind(self, link: _Link, name: str) -> None:
-        Collection.__init__(self, link.calls, policy_for(link.calls.uri), name)
+    def _bind(self, link: _Link, name: str, policy: IndexPolicy | None = None) -> None:
+        Collection.__init__(self, link.calls, policy or policy_for(link.calls.uri), name)
         self._link = link
         if name:
             ensure_version(self)
@@ -63,8 +63,7 @@ class Store(Collection):
         """A Store on this same connection, bound to collection *name*. Close one of the two, not both:
         they share the connection (closing twice is harmless)."""
         bound = Store.__new__(Store)
-        bound._bind(self._link, name)
-        bound.policy = self.policy
+        bound._bind(self._link, name, self.policy)
         return bound
 
     @property
