@@ -30,8 +30,9 @@ print(time.process_time(), flush=True)
 """
 
 
-def opens() -> int:
-    return int(os.environ.get("PIXSEARCH_TEST_LITE_OPENS", "80"))
+# Read at import: tests/conftest.py clears PIXSEARCH_* variables around every test.
+OPENS = int(os.environ.get("PIXSEARCH_TEST_LITE_OPENS", "80"))
+IDLE_S = os.environ.get("PIXSEARCH_TEST_LITE_IDLE", "150")
 
 
 @pytest.mark.slow
@@ -42,7 +43,7 @@ def test_fresh_lite_databases_open_every_time_on_a_busy_machine(tmp_path: Path):
     failures: list[str] = []
     started = time.monotonic()
     try:
-        for i in range(opens()):
+        for i in range(OPENS):
             try:
                 with Store(str(tmp_path / f"fresh{i}.db"), collection="pixsearch_open") as store:
                     store.ensure_collection("model-a", "model-a", 8)
@@ -54,7 +55,7 @@ def test_fresh_lite_databases_open_every_time_on_a_busy_machine(tmp_path: Path):
         cpu = [float(p.communicate(timeout=60)[0]) for p in busy]
     elapsed = time.monotonic() - started
     load = f"busy loops got {cpu} s of CPU in {elapsed:.0f} s"
-    assert failures == [], f"{len(failures)} of {opens()} opens failed ({load}):\n" + "\n".join(failures)
+    assert failures == [], f"{len(failures)} of {OPENS} opens failed ({load}):\n" + "\n".join(failures)
     # The load was real: each busy loop kept running (on a machine shared with others, a share of a core).
     assert min(cpu) > 0.1 * elapsed, load
 
@@ -85,7 +86,7 @@ with Store(sys.argv[1], collection="pixsearch_idle") as store:
 def test_an_idle_lite_connection_is_not_sent_away_for_pinging(tmp_path: Path):
     """pymilvus' default keepalive (a ping every 10 s) made Lite answer GOAWAY too_many_pings after ~130 s
     idle, and gRPC logged it to stderr. PIXSEARCH_TEST_LITE_IDLE: seconds idle (default 150)."""
-    idle = os.environ.get("PIXSEARCH_TEST_LITE_IDLE", "150")
+    idle = IDLE_S
     result = subprocess.run([sys.executable, "-c", IDLE_CLIENT, str(tmp_path / "idle.db"), idle],
                             capture_output=True, text=True, timeout=float(idle) + 120)
     assert result.returncode == 0 and result.stdout.strip() == "0", result.stderr
