@@ -91,3 +91,20 @@ def test_an_idle_lite_connection_is_not_sent_away_for_pinging(tmp_path: Path):
                             capture_output=True, text=True, timeout=float(idle) + 120)
     assert result.returncode == 0 and result.stdout.strip() == "0", result.stderr
     assert "too_many_pings" not in result.stderr and "GOAWAY" not in result.stderr, result.stderr
+
+
+def test_an_engine_that_cannot_start_is_retried_then_an_honest_error(tmp_path: Path):
+    """A damaged file makes the real engine exit at start ("Open storage failed"), as in issue #11."""
+    damaged = tmp_path / "damaged.db"
+    damaged.write_bytes(bytes(range(256)) * 32)
+    with pytest.raises(StoreError, match=r"did not come up in 3 start\(s\)") as error:
+        Store(str(damaged), timeout=20)
+    message = str(error.value)
+    assert str(damaged) in message and "not damaged" in message
+    assert damaged.read_bytes() == bytes(range(256)) * 32  # nothing was written over it
+
+
+def test_a_folder_named_like_a_database_says_so(tmp_path: Path):
+    (tmp_path / "photos.db").mkdir()
+    with pytest.raises(StoreError, match="not a file"):
+        Store(str(tmp_path / "photos.db"))

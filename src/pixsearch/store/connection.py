@@ -131,6 +131,9 @@ def _connect_lite(uri: str, timeout: float) -> Any:
     if path.parent and not path.parent.exists():
         raise StoreError(f"cannot create database {uri}: folder {path.parent} does not exist")
     db_file = lite_path(uri)
+    if db_file.exists() and not db_file.is_file():
+        raise StoreError(f"cannot use {db_file} as a Milvus Lite database: it is not a file (a folder?); "
+                         "pass the path of a .db file")
     check_name(db_file)
     refuse_if_in_use(db_file)
     started = time.monotonic()

@@ -144,10 +144,12 @@ def start_engine(db_file: Path, timeout: float) -> str:
         manager.release_server(str(db_file))  # stop what is left of it before starting afresh
         failures.append(outcome)
     refuse_if_in_use(db_file)  # another program took the file meanwhile: say that, not "failed"
+    reasons = "; ".join(dict.fromkeys(failures))  # the same reason each time is said once
     raise StoreError(
-        f"cannot open Milvus Lite database {db_file}: its engine did not come up ({'; '.join(failures)}; "
-        f"{len(failures)} start(s) in {time.monotonic() - started:.0f} s; the engine's own log, if any, is above). "
-        f"Check that {db_file.parent} is writable and not full, then try again."
+        f"cannot open Milvus Lite database {db_file}: its engine did not come up in {len(failures)} start(s) "
+        f"over {time.monotonic() - started:.1f} s ({reasons}; the engine's own log, if any, is above). "
+        f"Check that {db_file.parent} is writable and not full, and that {db_file.name} is a Milvus Lite "
+        "database (not damaged, not another kind of file); then try again."
     )
 
 
