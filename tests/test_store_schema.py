@@ -55,6 +55,8 @@ def test_a_store_is_bound_to_one_collection_for_life(backend):
     assert store.collection == NAME and other.collection == "pixsearch_other"
     with pytest.raises(AttributeError):
         store.collection = "pixsearch_other"
+    with pytest.raises(AttributeError):
+        store.name = "pixsearch_other"
     other.ensure_collection("model-b", "model-b", 8)
     assert store.count() == 3 and other.count() == 0
     assert sorted(c.name for c in store.collections()) == ["pixsearch_other", NAME]

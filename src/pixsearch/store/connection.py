@@ -9,15 +9,16 @@ gives another Store, on the same connection, for another name.
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
 from .client import MilvusCalls, open_failure
 from .collection import Collection, CollectionInfo
 from .errors import StoreError
-from .lite import lite_path, refuse_if_in_use, release_lite, retain_lite
+from .lite import GRPC_OPTIONS, check_name, lite_path, refuse_if_in_use, release_lite, retain_lite, start_engine
 from .migrations import MIGRATING_SUFFIX, ensure_version
-from .policy import is_local_uri, policy_for
+from .policy import IndexPolicy, is_local_uri, policy_for
 
 
 class _Link:
@@ -52,8 +53,8 @@ class Store(Collection):
             link.close()
             raise
 
-    def _bind(self, link: _Link, name: str) -> None:
-        Collection.__init__(self, link.calls, policy_for(link.calls.uri), name)
+    def _bind(self, link: _Link, name: str, policy: IndexPolicy | None = None) -> None:
+        Collection.__init__(self, link.calls, policy or policy_for(link.calls.uri), name)
         self._link = link
         if name:
             ensure_version(self)
@@ -62,8 +63,7 @@ class Store(Collection):
         """A Store on this same connection, bound to collection *name*. Close one of the two, not both:
         they share the connection (closing twice is harmless)."""
         bound = Store.__new__(Store)
-        bound._bind(self._link, name)
-        bound.policy = self.policy
+        bound._bind(self._link, name, self.policy)
         return bound
 
     @property
@@ -115,18 +115,33 @@ def _connect(uri: str, token: str, timeout: float) -> Any:
 
     # pymilvus logs a traceback for every failed call; the Store raises a StoreError saying it instead.
     logging.getLogger("pymilvus.decorators").setLevel(logging.CRITICAL)
-
-    local = is_local_uri(uri)
-    if local:
-        path = Path(uri).expanduser()
-        if path.parent and not path.parent.exists():
-            raise StoreError(f"cannot create database {uri}: folder {path.parent} does not exist")
-        uri = str(path)
-        refuse_if_in_use(Path(uri))
+    if is_local_uri(uri):
+        return _connect_lite(uri, timeout)
     try:
-        client = MilvusClient(uri=uri, token=token or "", timeout=timeout)
-        if local:
-            retain_lite(str(lite_path(uri)))  # released by Store.close
-        return client
+        return MilvusClient(uri=uri, token=token or "", timeout=timeout)
+    except Exception as exc:  # pymilvus raises many kinds for a bad address; each becomes one line
+        raise open_failure(uri, exc, local=False) from exc
+
+
+def _connect_lite(uri: str, timeout: float) -> Any:
+    """A dedicated gRPC connection to the Milvus Lite engine of file *uri*, started and waited for here."""
+    from pymilvus import MilvusClient
+
+    path = Path(uri).expanduser()
+    if path.parent and not path.parent.exists():
+        raise StoreError(f"cannot create database {uri}: folder {path.parent} does not exist")
+    db_file = lite_path(uri)
+    if db_file.exists() and not db_file.is_file():
+        raise StoreError(f"cannot use {db_file} as a Milvus Lite database: it is not a file (a folder?); "
+                         "pass the path of a .db file")
+    check_name(db_file)
+    refuse_if_in_use(db_file)
+    started = time.monotonic()
+    address = start_engine(db_file, timeout)
+    retain_lite(str(db_file))  # released by Store.close
+    try:
+        return MilvusClient(uri=address, timeout=max(1.0, timeout - (time.monotonic() - started)),
+                            dedicated=True, grpc_options=GRPC_OPTIONS)
     except Exception as exc:
-        raise open_failure(uri, exc, local) from exc
+        release_lite(str(db_file))
+        raise open_failure(str(path), exc, local=True) from exc

@@ -22,7 +22,12 @@ class Table:
     def __init__(self, calls: MilvusCalls, policy: IndexPolicy, name: str):
         self._calls = calls
         self.policy = policy
-        self.name = name
+        self._name = name
+
+    @property
+    def name(self) -> str:
+        """The collection's name, fixed for this object's life."""
+        return self._name
 
     @property
     def uri(self) -> str:
