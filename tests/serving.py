@@ -18,6 +18,7 @@ from pixsearch.indexer import Indexer
 from pixsearch.workspace import open_workspace
 
 from .conftest import SAMPLE_CSV, run_cli
+from .observe import logged_command
 
 SAMPLE_COUNT = 20
 
@@ -54,11 +55,15 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def running_server(settings: Settings, log: Path, *extra: str, timeout: float = 90.0) -> Iterator[str]:
-    """Run the real `pixsearch serve` on a free loopback port; yield its base URL."""
+def running_server(settings: Settings, log: Path, *extra: str, timeout: float = 90.0,
+                   library_log: bool = False) -> Iterator[str]:
+    """Run the real `pixsearch serve` on a free loopback port; yield its base URL.
+
+    *library_log*: the ``pixsearch`` loggers' INFO lines go to *log* too (see tests/observe.py).
+    """
     port = free_port()
-    command = [sys.executable, "-m", "pixsearch", "serve", "--db", settings.db, "--model", settings.model,
-               "--port", str(port), "--threads", "1", *extra]
+    args = ["serve", "--db", settings.db, "--model", settings.model, "--port", str(port), "--threads", "1", *extra]
+    command = logged_command(*args) if library_log else [sys.executable, "-m", "pixsearch", *args]
     env = {**os.environ, "PIXSEARCH_CACHE_DIR": settings.cache_dir, "GRADIO_ANALYTICS_ENABLED": "False"}
     with log.open("wb") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)

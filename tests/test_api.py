@@ -316,6 +316,8 @@ def test_server_indexes_and_watches_while_serving(tmp_path, tiny_model):
     import urllib.request
 
     from .conftest import SAMPLES, sample_images
+    from .observe import WATCHING
+    from .observe import wait_for as wait_until
 
     library = tmp_path / "library"
     shutil.copytree(SAMPLES / "hat", library)
@@ -331,9 +333,12 @@ def test_server_indexes_and_watches_while_serving(tmp_path, tiny_model):
             assert time.monotonic() < deadline, f"never saw {expected} results"
             time.sleep(0.3)
 
-    with running_server(settings, tmp_path / "live.log", "--index", str(library), "--watch") as url:
+    log = tmp_path / "live.log"
+    with running_server(settings, log, "--index", str(library), "--watch", library_log=True) as url:
         wait_for(url, 2)
-        time.sleep(1.0)
+        watching = WATCHING.encode()
+        wait_until(lambda: any(line.startswith(watching) for line in log.read_bytes().splitlines()), 60,
+                   "the server's watcher to start")
         shutil.copy(sample_images()[0], library / "new photo.jpg")
         wait_for(url, 3)
         (library / "new photo.jpg").unlink()

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import struct
+import subprocess
+import sys
 import zlib
 
 import cv2
@@ -20,6 +23,7 @@ from pixsearch.images import (
 from pixsearch.models.preprocess import PreprocessConfig, resize_and_crop, to_model_input
 
 from .conftest import sample_images
+from .privileges import unreadable, without_dac_bypass
 
 
 def encode(ext: str, img: np.ndarray, *params: int) -> bytes:
@@ -139,13 +143,29 @@ def test_too_many_pixels_is_refused():
         decode_image(encode(".png", gradient(100, 100)), max_pixels=5000)
 
 
-def test_non_ascii_path_and_missing_permissions(tmp_path):
+def test_non_ascii_path_and_empty_file(tmp_path):
     path = tmp_path / "été 写真.png"
     path.write_bytes(encode(".png", gradient()))
     assert load_image(path).rgb.shape == (40, 60, 3)
     with pytest.raises(ImageError, match="empty"):
         (tmp_path / "zero.jpg").write_bytes(b"")
         load_image(tmp_path / "zero.jpg")
+
+
+def test_missing_read_permission_is_an_unreadable_file_not_a_bad_image(tmp_path):
+    """A real denial (tests/privileges.py): the reason says what to fix, and ``unreadable`` marks it
+    as a failure to read, which keeps the file's row in the index (see indexer._commit)."""
+    path = tmp_path / "été 写真.png"
+    path.write_bytes(encode(".png", gradient()))
+    probe = ("import json, sys\nfrom pathlib import Path\nfrom pixsearch.images import ImageError, load_image\n"
+             "try:\n    load_image(Path(sys.argv[1]))\nexcept ImageError as exc:\n"
+             "    print(json.dumps([exc.reason, exc.unreadable]))\n")
+    with unreadable(path):
+        result = subprocess.run(without_dac_bypass([sys.executable, "-c", probe, str(path)]),
+                                capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    reason, is_unreadable = json.loads(result.stdout)
+    assert reason.startswith("permission denied") and is_unreadable
 
 
 def test_sample_photos_decode():

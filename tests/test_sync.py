@@ -27,6 +27,7 @@ from pixsearch.watch import watch
 
 from .conftest import SAMPLES, run_cli, sample_images
 from .observe import COMMITTED, WATCHING, Lines, start_logged, wait_for
+from .privileges import unreadable, without_dac_bypass
 
 
 @pytest.fixture
@@ -258,7 +259,7 @@ def test_awkward_inputs(tmp_path, store, embedder):
 def test_permission_denied_files_and_folders_are_skipped_and_keep_their_rows(tmp_path, tiny_model):
     """Index, then make a file and a folder unreadable: both are reported, neither is forgotten.
 
-    As root, the re-index runs without the capabilities that bypass permission bits.
+    As root, the re-index runs without the capabilities that bypass permission bits (tests/privileges.py).
     """
     root = tmp_path / "lib"
     shutil.copytree(SAMPLES / "hat", root)
@@ -268,20 +269,11 @@ def test_permission_denied_files_and_folders_are_skipped_and_keep_their_rows(tmp
     db = str(tmp_path / "perm.db")
     first = json.loads(run_cli("index", str(root), "--model", str(tiny_model), "--db", db, "--json").stdout)
     assert first["added"] == 5
-    prefix = []
-    if os.geteuid() == 0:
-        if not shutil.which("setpriv"):
-            pytest.skip("running as root without setpriv: cannot make a permission denial real")
-        prefix = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search", "--"]
-    secret.chmod(0)
-    locked.chmod(0)
     os.utime(secret, (3, 3))  # changed, so it is read again
-    try:
-        result = subprocess.run([*prefix, sys.executable, "-m", "pixsearch", "index", str(root), "--model",
-                                 str(tiny_model), "--db", db, "--json"], capture_output=True, text=True, timeout=300)
-    finally:
-        secret.chmod(0o644)
-        locked.chmod(0o755)
+    with unreadable(secret, locked):
+        result = subprocess.run(without_dac_bypass([sys.executable, "-m", "pixsearch", "index", str(root), "--model",
+                                                    str(tiny_model), "--db", db, "--json"]),
+                                capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     reasons = {s["path"]: s["reason"] for s in report["skipped"]}
