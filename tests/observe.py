@@ -74,6 +74,16 @@ class Lines:
                 return line
 
 
+    def all(self, timeout: float) -> str:
+        """Everything the stream held, read to its end (AssertionError if it is still open after *timeout* s)."""
+        self._thread.join(timeout)
+        assert not self._thread.is_alive(), f"the stream is still open after {timeout:.0f}s"
+        while (line := self._queue.get()) is not None:
+            self.seen.append(line)
+        self._queue.put(None)
+        return "".join(self.seen)
+
+
 def wait_for(condition: Callable[[], bool], timeout: float, what: str, interval: float = 0.1) -> None:
     """Poll *condition* until it holds; AssertionError naming *what* once *timeout* seconds passed."""
     deadline = time.monotonic() + timeout

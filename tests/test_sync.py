@@ -387,14 +387,14 @@ def test_ctrl_c_stops_after_the_batch_and_next_run_finishes(tmp_path, tiny_model
     _make_library(root, 150)
     db = str(tmp_path / "int.db")
     args = ["index", str(root), "--model", str(tiny_model), "--db", db, "--batch-size", "8", "--json"]
-    process = subprocess.Popen([sys.executable, "-m", "pixsearch", *args], stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True, env=os.environ.copy())
-    first_line = process.stderr.readline()  # printed once the run has started reading images
-    assert "reading 150" in first_line, first_line
+    process = start_logged(*args, stdout=subprocess.PIPE)
+    log = Lines(process.stderr)
+    log.expect(lambda line: line.startswith(COMMITTED), timeout=120)  # mid-run: a batch is written, more to come
     process.send_signal(signal.SIGINT)
-    out, errors = process.communicate(timeout=60)
-    if process.returncode == 0:
-        pytest.skip("the run finished before Ctrl-C arrived")
+    process.wait(timeout=60)
+    out = process.stdout.read()
+    errors = log.all(timeout=30)
+    assert "stopping after the current batch" in errors, errors
     assert process.returncode == 130, errors
     partial = json.loads(out)
     assert partial["interrupted"] and "Traceback" not in errors
