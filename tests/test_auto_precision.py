@@ -105,7 +105,7 @@ def test_changed_model_files_measure_again(tiny_model, tmp_path, own_cache):
 
 def test_small_run_stays_fp32_and_says_why(tiny_model, sample_dir, own_cache):
     result = index(tiny_model, sample_dir, "small.db")
-    assert "fp32: 20 images is below the ~600 where building an INT8 variant pays off" in result.stderr
+    assert "fp32: 20 images is below the ~1000 where building an INT8 variant pays off" in result.stderr
     assert MEASURING not in result.stderr and decisions(tiny_model, own_cache) == {}
 
 

@@ -226,9 +226,10 @@ def top_k_overlap(queries_a: Vectors, gallery_a: Vectors, queries_b: Vectors, ga
     return float(np.mean([len(set(a) & set(b)) / k for a, b in zip(top_a, top_b, strict=True)]))
 
 
-TIMED_PASSES: dict[Tower, int] = {"image": 1, "text": 5}
-"""Timed passes per tower: one pass over the images takes seconds, one over the queries ~0.2 s,
-too short to time once on a shared machine."""
+TIMED_PASSES: dict[Tower, int] = {"image": 3, "text": 5}
+"""Timed passes per tower (the fastest counts): one pass over the queries takes ~0.2 s, too short to
+time once on a shared machine; one over 32 images a few seconds, and a single one of those read
+0.97x and 2.74x for the same ViT-B/32 INT8 image tower in two runs on a shared 2-core machine."""
 
 
 def _timed(tower: Tower, fn: Runner, items: Sequence[Any]) -> tuple[Vectors, float]:
