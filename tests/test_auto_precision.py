@@ -107,6 +107,24 @@ def test_small_run_stays_fp32_and_says_why(tiny_model, sample_dir, own_cache):
     result = index(tiny_model, sample_dir, "small.db")
     assert "fp32: 20 images is below the ~1000 where building an INT8 variant pays off" in result.stderr
     assert MEASURING not in result.stderr and decisions(tiny_model, own_cache) == {}
+    run_cli("search", "a red dress", "--db", "small.db", env=LOW)  # query time never measures or builds
+    assert decisions(tiny_model, own_cache) == {}
+    assert not overlay_dir(own_cache, load_spec(str(tiny_model), own_cache).model_id).exists()
+
+
+def test_the_decision_wins_over_a_variant_made_elsewhere(tiny_model, own_cache, monkeypatch):
+    """A verified variant (from `quantize`, or measured on another machine) runs until this machine's
+    decision says otherwise; the decision is what serve and search load for the text tower."""
+    from pixsearch.models import quantize as quantize_module
+
+    monkeypatch.setattr(quantize_module, "MIN_SPEEDUP", 0.0)  # tiny towers time too noisily to judge speed
+    spec = load_spec(str(tiny_model), own_cache)
+    assert quantize_module.quantize_model(spec, own_cache, sample_images()).verified
+    assert load_embedder(str(tiny_model), own_cache, precision="auto").variant == "int8"
+    autotune.write_decision(load_spec(str(tiny_model), own_cache), own_cache,
+                            Decision("fp32", "fp32: slower here", machine=machine_fingerprint()))
+    assert load_embedder(str(tiny_model), own_cache, precision="auto").variant == "fp32"
+    assert load_embedder(str(tiny_model), own_cache, precision="int8").variant == "int8"  # forcing still works
 
 
 def test_failed_verification_falls_back_to_fp32_with_the_reason(tiny_model, sample_dir, own_cache):
