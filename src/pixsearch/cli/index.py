@@ -145,12 +145,15 @@ def index(
                 bar.update(task, rate="measuring precision")
 
             def on_progress(done: int, total: int) -> None:
+                chosen = None
                 if done == 0 and not tuned:
                     tuned.append(True)
-                    _choose_precision(ws, settings, indexer, total, paths, on_stage)
+                    chosen = _choose_precision(ws, settings, indexer, total, paths, on_stage)
                 if done == 0:
                     err.print(f"reading {total} new or changed images ({ws.embedder.model_id}, "
-                              f"{ws.embedder.variant})", highlight=False, soft_wrap=True)
+                              f"{_image_precision(ws)})", highlight=False, soft_wrap=True)
+                if chosen:  # after the "reading" line, which scripts wait for as the sign the run started
+                    err.print(chosen, markup=False, highlight=False, soft_wrap=True)
                 bar.update(task, completed=done, total=total, rate=rate.text(done))
 
             report = indexer.run(paths, delete=delete, progress=on_progress)
@@ -172,9 +175,17 @@ def index(
         raise typer.Exit(EXIT_NOTHING_INDEXED)
 
 
+def _image_precision(ws: Workspace) -> str:
+    """The variant running, and whether its image tower is in fact the fp32 file (a variant keeps fp32
+    for a tower INT8 did not speed up or could not match)."""
+    variant = ws.embedder.variant
+    entry = ws.spec.variants.get(variant) if ws.spec is not None else None
+    return f"{variant}, image tower fp32" if entry is not None and entry.image is None else variant
+
+
 def _choose_precision(ws: Workspace, settings: Settings, indexer: Indexer, total: int, paths: list[Path],
-                      on_stage: Callable[[str], None]) -> None:
-    """Before the first batch: settle ``auto``'s variant (maybe measuring it) and say which, in one line."""
+                      on_stage: Callable[[str], None]) -> str | None:
+    """Before the first batch: settle ``auto``'s variant (maybe measuring it); the line saying which and why."""
     from ..sources import scan_sources
     from ..workspace import auto_precision
 
@@ -182,9 +193,8 @@ def _choose_precision(ws: Workspace, settings: Settings, indexer: Indexer, total
         return [Path(f.path) for f in scan_sources(paths).files]
 
     line = auto_precision(ws, settings, total, samples, on_stage=on_stage)
-    if line:
-        indexer.embedder = ws.embedder
-        err.print(line, markup=False, highlight=False, soft_wrap=True)
+    indexer.embedder = ws.embedder  # the measured variant, when measuring replaced it
+    return line
 
 
 def suggest_quantize(ws: Workspace, embedded: int, paths: list[Path]) -> None:
