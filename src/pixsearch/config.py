@@ -52,7 +52,18 @@ class Settings:
     threads: int = 0
     """ONNX Runtime intra-op threads; 0 lets pixsearch choose."""
     precision: str = "auto"
-    """fp32, int8 or auto (int8 where it was measured to agree with fp32)."""
+    """fp32, int8 or auto: the fastest variant measured on this machine to agree with fp32. The first
+    ``index`` of a model here with at least ``precision_min_images`` new images builds, verifies and
+    times the candidates once (cached per model and machine); smaller runs use fp32."""
+    backend: str = "auto"
+    """Inference backend: auto or onnxruntime (the only one today)."""
+    precision_min_images: int = 1000
+    """New images an ``index`` run needs before ``auto`` builds and measures an INT8 variant: the
+    measured break-even. ViT-B/32 on a shared 2-core AMD EPYC Zen 4 (``python -m bench.auto_precision``):
+    building and verifying took 41-49 s, INT8 indexed 2.0-3.0x faster (11.4-15.8 img/s fp32), so it
+    pays for itself after 915-1,162 images; smaller runs would spend more on building than they save."""
+    precision_min_cosine: float = 0.999
+    """The per-image agreement with fp32 a variant must reach for ``auto`` (0.999 or stricter)."""
     max_pixels: int = 250_000_000
     max_file_bytes: int = 256 * 1024 * 1024
     host: str = "127.0.0.1"

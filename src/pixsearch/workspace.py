@@ -13,11 +13,12 @@ first, so a model that fails to load leaves no empty database behind either.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import DEFAULT_MODEL, Settings
+from .config import DEFAULT_MODEL, ConfigError, Settings
 from .indexer import Indexer
 from .models import REGISTRY, Embedder, ModelError, ModelSpec, load_embedder, load_spec
 from .store import CollectionInfo, Store, StoreError, collection_name_for, is_local_uri
@@ -32,6 +33,8 @@ class Workspace:
     embedder: Embedder
     model: str
     """The --model value that reproduces this embedder (recorded in the collection)."""
+    spec: ModelSpec | None = None
+    """The model's spec as loaded (variants included), for ``auto_precision``."""
 
     def close(self) -> None:
         self.store.close()
@@ -162,8 +165,9 @@ def open_workspace(settings: Settings, create: bool = False, on_stage: StageCall
             if existing.model_id != spec.model_id:
                 raise StoreError(f"collection {store.collection!r} was indexed with model {existing.model_id!r}, "
                                  f"not {spec.model_id!r}: use --model {existing.model}")
-        embedder = load_embedder(model, cache_dir, threads=settings.threads, precision=settings.precision, spec=spec)
-        return Workspace(store=store, embedder=embedder, model=reference)
+        embedder = load_embedder(model, cache_dir, threads=settings.threads, precision=settings.precision, spec=spec,
+                                 backend=settings.backend)
+        return Workspace(store=store, embedder=embedder, model=reference, spec=spec)
     except BaseException:
         store.close()
         raise
@@ -173,13 +177,62 @@ def _open_new(settings: Settings, cache_dir: Path, on_stage: StageCallback | Non
     """Index into a database file that does not exist yet: the model loads before the file is made."""
     model = settings.model or DEFAULT_MODEL
     spec = _load_spec(model, cache_dir, on_stage)
-    embedder = load_embedder(model, cache_dir, threads=settings.threads, precision=settings.precision, spec=spec)
+    embedder = load_embedder(model, cache_dir, threads=settings.threads, precision=settings.precision, spec=spec,
+                             backend=settings.backend)
     store = Store(settings.db, token=settings.token)
     try:
         store = store.bind(settings.collection or collection_name_for(spec.model_id))
         reference = _model_reference(model)
         store.ensure_collection(spec.model_id, reference, spec.dim)
-        return Workspace(store=store, embedder=embedder, model=reference)
+        return Workspace(store=store, embedder=embedder, model=reference, spec=spec)
     except BaseException:
         store.close()
         raise
+
+
+MEASURING = "measuring the fastest verified precision (first index of this model on this machine, then cached)"
+
+
+def auto_precision(ws: Workspace, settings: Settings, new_images: int, samples: Callable[[], Sequence[Path]],
+                   on_stage: StageCallback | None = None) -> str | None:
+    """With ``--precision auto``, settle which variant this indexing run uses, before its first batch.
+
+    Returns the one line that says what was chosen and why (None: nothing to say). A decision
+    measured on this machine before is reused; a run with at least ``precision_min_images`` new
+    images and none yet builds, verifies and times the candidates on ``samples()`` (the user's
+    images, asked for only then; ``models.autotune``), records the decision and replaces ``ws.embedder``; smaller
+    runs stay fp32. Callers hand the new ``ws.embedder`` to their Indexer.
+    """
+    from .models.autotune import SAMPLE_IMAGES, measure
+    from .models.loader import machine_decision
+    from .models.variants import with_overlay
+
+    if settings.precision != "auto" or ws.spec is None or new_images <= 0:
+        return None
+    cache_dir = Path(settings.cache_dir).expanduser()
+    decision = machine_decision(ws.spec, cache_dir, settings.threads)
+    if decision is not None:
+        when = time.strftime("%Y-%m-%d", time.localtime(decision.measured_at))
+        return f"{decision.reason} (measured on this machine {when})"
+    if new_images < settings.precision_min_images:
+        if ws.embedder.variant != "fp32":  # made by `pixsearch quantize` (or measured on another machine)
+            return (f"{ws.embedder.variant}: the verified variant in the cache (timed on this machine once a run "
+                    f"has ~{settings.precision_min_images} new images)")
+        return (f"fp32: {new_images} images is below the ~{settings.precision_min_images} where building an "
+                "INT8 variant pays off (--precision int8 after `pixsearch quantize` forces it)")
+    from .models.quantize import MIN_COSINE
+
+    if settings.precision_min_cosine < MIN_COSINE:
+        raise ConfigError(f"precision_min_cosine {settings.precision_min_cosine} is below {MIN_COSINE}: automatic "
+                          "precision never accepts less agreement with fp32")
+    if on_stage:
+        on_stage(MEASURING)
+    try:
+        decision = measure(ws.spec, cache_dir, list(samples())[:SAMPLE_IMAGES], threads=settings.threads,
+                           backend=settings.backend, min_cosine=settings.precision_min_cosine)
+    except ModelError as exc:  # too few readable samples: nothing recorded, a later run measures
+        return f"fp32: could not measure the INT8 variant ({exc})"
+    ws.spec = with_overlay(ws.spec, cache_dir)
+    ws.embedder = load_embedder(ws.model, cache_dir, threads=settings.threads, precision="auto", spec=ws.spec,
+                                backend=settings.backend)
+    return decision.reason

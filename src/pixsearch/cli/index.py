@@ -25,6 +25,7 @@ from rich.progress import (
 from .common import (
     EXIT_INTERRUPTED,
     EXIT_NOTHING_INDEXED,
+    BackendOpt,
     CollectionOpt,
     DbOpt,
     ModelOpt,
@@ -38,7 +39,10 @@ from .common import (
 )
 
 if TYPE_CHECKING:
-    from ..indexer import IndexReport
+    from collections.abc import Callable
+
+    from ..config import Settings
+    from ..indexer import Indexer, IndexReport
     from ..workspace import Workspace
 
 QUANTIZE_HINT_IMAGES = 500
@@ -107,19 +111,24 @@ def _install_interrupt(stop: threading.Event) -> None:
 def index(
     paths: Annotated[list[Path], typer.Argument(help="Folders, image files, or CSV files with id,path,label columns.")],
     db: DbOpt = None, token: TokenOpt = None, collection: CollectionOpt = None, model: ModelOpt = None,
-    threads: ThreadsOpt = None, precision: PrecisionOpt = None,
+    threads: ThreadsOpt = None, precision: PrecisionOpt = None, backend: BackendOpt = None,
     batch_size: Annotated[int | None, typer.Option("--batch-size", help="Images per model call.")] = None,
     workers: Annotated[int | None, typer.Option("--workers", help="Decoding threads (0: auto).")] = None,
     delete: Annotated[bool, typer.Option("--delete/--no-delete", help="Remove images whose files vanished.")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
     watch: Annotated[bool, typer.Option("--watch", help="Keep running and sync changes as they happen.")] = False,
 ) -> None:
-    """Embed new and changed images and store them in Milvus (re-runs only touch what changed)."""
+    """Embed new and changed images and store them in Milvus (re-runs only touch what changed).
+
+    With --precision auto (the default), the first run of a model on a machine with enough new
+    images (setting precision_min_images) builds an INT8 variant, verifies it against fp32 on
+    your own images, times both and keeps the faster verified one, cached per model and machine.
+    """
     from ..sources import check_sources
     from ..workspace import new_indexer, open_workspace
 
     settings = settings_from(db=db, token=token, collection=collection, model=model, threads=threads,
-                             precision=precision, batch_size=batch_size, workers=workers)
+                             precision=precision, backend=backend, batch_size=batch_size, workers=workers)
     check_sources(paths)  # before anything is opened: a typo must not create a database
     with _Stage() as stage:
         ws = open_workspace(settings, create=True, on_stage=stage.start)
@@ -129,11 +138,22 @@ def index(
         with _progress() as bar:
             task = bar.add_task("index", total=None, rate="")
             rate = _Rate()
+            tuned: list[bool] = []
+
+            def on_stage(text: str) -> None:
+                err.print(text, highlight=False, soft_wrap=True)
+                bar.update(task, rate="measuring precision")
 
             def on_progress(done: int, total: int) -> None:
+                chosen = None
+                if done == 0 and not tuned:
+                    tuned.append(True)
+                    chosen = _choose_precision(ws, settings, indexer, total, paths, on_stage)
                 if done == 0:
                     err.print(f"reading {total} new or changed images ({ws.embedder.model_id}, "
-                              f"{ws.embedder.variant})", highlight=False, soft_wrap=True)
+                              f"{_image_precision(ws)})", highlight=False, soft_wrap=True)
+                if chosen:  # after the "reading" line, which scripts wait for as the sign the run started
+                    err.print(chosen, markup=False, highlight=False, soft_wrap=True)
                 bar.update(task, completed=done, total=total, rate=rate.text(done))
 
             report = indexer.run(paths, delete=delete, progress=on_progress)
@@ -153,6 +173,28 @@ def index(
         raise typer.Exit(EXIT_INTERRUPTED)
     if report.nothing_indexed:
         raise typer.Exit(EXIT_NOTHING_INDEXED)
+
+
+def _image_precision(ws: Workspace) -> str:
+    """The variant running, and whether its image tower is in fact the fp32 file (a variant keeps fp32
+    for a tower INT8 did not speed up or could not match)."""
+    variant = ws.embedder.variant
+    entry = ws.spec.variants.get(variant) if ws.spec is not None else None
+    return f"{variant}, image tower fp32" if entry is not None and entry.image is None else variant
+
+
+def _choose_precision(ws: Workspace, settings: Settings, indexer: Indexer, total: int, paths: list[Path],
+                      on_stage: Callable[[str], None]) -> str | None:
+    """Before the first batch: settle ``auto``'s variant (maybe measuring it); the line saying which and why."""
+    from ..sources import scan_sources
+    from ..workspace import auto_precision
+
+    def samples() -> list[Path]:  # the run's own images, in scan order
+        return [Path(f.path) for f in scan_sources(paths).files]
+
+    line = auto_precision(ws, settings, total, samples, on_stage=on_stage)
+    indexer.embedder = ws.embedder  # the measured variant, when measuring replaced it
+    return line
 
 
 def suggest_quantize(ws: Workspace, embedded: int, paths: list[Path]) -> None:

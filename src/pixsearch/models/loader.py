@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from importlib import metadata
 from pathlib import Path
 
+from .autotune import Decision, check_backend, machine_fingerprint, read_decision
 from .convert import convert_cached
 from .onnx import OnnxEmbedder
 from .ref import ModelRef, parse_model_ref
@@ -124,23 +125,41 @@ def load_spec(name: str, cache_dir: Path) -> ModelSpec:
     return with_overlay(spec, cache_dir)
 
 
-def choose_variant(spec: ModelSpec, precision: Precision | str) -> str:
-    """The variant a *precision* setting runs: ``auto`` is int8 only when that variant is verified.
+def choose_variant(spec: ModelSpec, precision: Precision | str, decision: Decision | None = None) -> str:
+    """The variant a *precision* setting runs.
 
-    Besides the Precision values, the name of any variant a manifest declares is accepted.
+    ``auto``: what the *decision* measured on this machine chose (``autotune``), as long as that
+    variant is still recorded; without a decision, int8 only when a verified variant exists
+    (``pixsearch quantize``), else fp32. Besides the Precision values, the name of any variant a
+    manifest declares is accepted.
     """
-    int8 = spec.variants.get("int8")
     if precision == "auto":
+        if decision is not None and (decision.variant == "fp32" or decision.variant in spec.variants):
+            return decision.variant
+        int8 = spec.variants.get("int8")
         return "int8" if int8 is not None and int8.verified else "fp32"
     return precision
 
 
+def machine_decision(spec: ModelSpec, cache_dir: Path, threads: int = 0) -> Decision | None:
+    """The precision decision measured for *spec* on this machine (None: never measured here)."""
+    return read_decision(spec, cache_dir, machine_fingerprint(threads))
+
+
 def load_embedder(name: str, cache_dir: Path | str, threads: int = 0, precision: Precision | str = "auto",
-                  spec: ModelSpec | None = None) -> OnnxEmbedder:
-    """Ready-to-use embedder for ``--model`` *name* (towers load lazily on first use)."""
-    spec = spec or load_spec(name, Path(cache_dir).expanduser())
-    variant = choose_variant(spec, precision)
+                  spec: ModelSpec | None = None, backend: str = "auto") -> OnnxEmbedder:
+    """Ready-to-use embedder for ``--model`` *name* (towers load lazily on first use).
+
+    Loading never measures or builds anything: with ``auto`` it reads the decision the first
+    big ``index`` recorded (``autotune``), so query-time loads stay fast.
+    """
+    check_backend(backend)
+    cache = Path(cache_dir).expanduser()
+    spec = spec or load_spec(name, cache)
+    decision = machine_decision(spec, cache, threads) if precision == "auto" else None
+    variant = choose_variant(spec, precision, decision)
     if variant != "fp32" and variant not in spec.variants:
-        raise ModelError(f"model {spec.model_id!r} has no {variant} variant; run `pixsearch quantize` first "
-                         f"or use --precision fp32")
+        raise ModelError(f"model {spec.model_id!r} has no {variant} variant on this machine; run `pixsearch "
+                         f"quantize --model {name} --images DIR` (or `pixsearch index` with --precision auto) "
+                         f"first, or use --precision fp32")
     return OnnxEmbedder(spec, threads=threads, variant=variant)

@@ -226,9 +226,10 @@ def top_k_overlap(queries_a: Vectors, gallery_a: Vectors, queries_b: Vectors, ga
     return float(np.mean([len(set(a) & set(b)) / k for a, b in zip(top_a, top_b, strict=True)]))
 
 
-TIMED_PASSES: dict[Tower, int] = {"image": 1, "text": 5}
-"""Timed passes per tower: one pass over the images takes seconds, one over the queries ~0.2 s,
-too short to time once on a shared machine."""
+TIMED_PASSES: dict[Tower, int] = {"image": 3, "text": 5}
+"""Timed passes per tower (the fastest counts): one pass over the queries takes ~0.2 s, too short to
+time once on a shared machine; one over 32 images a few seconds, and a single one of those read
+0.97x and 2.74x for the same ViT-B/32 INT8 image tower in two runs on a shared 2-core machine."""
 
 
 def _timed(tower: Tower, fn: Runner, items: Sequence[Any]) -> tuple[Vectors, float]:
@@ -283,6 +284,8 @@ class _Trial:
     queries: list[str]
     threads: int
     log: Log
+    min_cosine: float = MIN_COSINE
+    """The agreement bar every sample must meet (``MIN_COSINE`` unless the caller asks for stricter)."""
 
 
 def _check_tower(trial: _Trial, tower: Tower, reference: Vectors,
@@ -312,7 +315,7 @@ def _check_tower(trial: _Trial, tower: Tower, reference: Vectors,
             f"{fp32_seconds / seconds:.2f}x fp32 speed")
         result = TowerResult(tower, str(folder / dst.name), recipe.name, float(cos.min()), float(cos.mean()),
                              fp32_seconds, seconds, tried)
-        if cos.min() >= MIN_COSINE:
+        if cos.min() >= trial.min_cosine:
             kept.unlink(missing_ok=True)
             return result, vectors
         if best is None or result.min_cosine > best[0].min_cosine:
@@ -332,16 +335,17 @@ def _fallback(result: TowerResult, spec: ModelSpec, reference: Vectors) -> tuple
 
 def quantize_model(spec: ModelSpec, cache_dir: Path, sample_images: Sequence[Path],
                    queries: Sequence[str] = DEFAULT_QUERIES, threads: int = 0,
-                   log: Log = lambda _message: None) -> QuantizeReport:
+                   log: Log = lambda _message: None, min_cosine: float = MIN_COSINE) -> QuantizeReport:
     """Quantize both towers of the model *spec* (any layout), verify, and record the variant in the
     overlay under *cache_dir* (``variants.py``); the model folder is only read.
 
-    *log* receives one line per recipe tried; the models layer never prints, its caller does."""
+    *log* receives one line per recipe tried; the models layer never prints, its caller does.
+    *min_cosine*: the per-sample agreement bar (never below ``MIN_COSINE`` in use; tests raise it)."""
     folder = overlay_dir(cache_dir, spec.model_id)
     folder.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=".quantizing-", dir=folder.parent))
     try:
-        report = _quantize_in(spec, work, folder, sample_images, queries, threads, log)
+        report = _quantize_in(spec, work, folder, sample_images, queries, threads, log, min_cosine)
         files: dict[Tower, Path] = {t.tower: work / INT8_FILES[t.tower] for t in (report.image, report.text)
                                     if t.quantized}
         report.overlay = write_overlay(spec, cache_dir, VARIANT, report.variant_entry(folder), files)
@@ -351,7 +355,7 @@ def quantize_model(spec: ModelSpec, cache_dir: Path, sample_images: Sequence[Pat
 
 
 def _quantize_in(spec: ModelSpec, work: Path, folder: Path, sample_images: Sequence[Path], queries: Sequence[str],
-                 threads: int, log: Log) -> QuantizeReport:
+                 threads: int, log: Log, min_cosine: float = MIN_COSINE) -> QuantizeReport:
     reference_model = _embedder(spec, _fp32_file(spec, "image"), _fp32_file(spec, "text"), threads)
     crops: list[Crop] = []
     for path in sample_images:
@@ -361,19 +365,20 @@ def _quantize_in(spec: ModelSpec, work: Path, folder: Path, sample_images: Seque
             continue
     if len(crops) < 10:
         raise ModelError(f"verification needs at least 10 readable sample images, found {len(crops)}")
-    trial = _Trial(spec=spec, work=work, folder=folder, crops=crops, queries=list(queries), threads=threads, log=log)
+    trial = _Trial(spec=spec, work=work, folder=folder, crops=crops, queries=list(queries), threads=threads, log=log,
+                   min_cosine=min_cosine)
     log(f"verifying against fp32 on {len(crops)} images and {len(trial.queries)} queries")
     image_ref, image_secs = _timed("image", _runner(reference_model, "image"), crops)
     text_ref, text_secs = _timed("text", _runner(reference_model, "text"), trial.queries)
     image, image_vecs = _check_tower(trial, "image", reference=image_ref, fp32_seconds=image_secs)
     text, text_vecs = _check_tower(trial, "text", reference=text_ref, fp32_seconds=text_secs)
-    forced = image.min_cosine < MIN_COSINE and text.min_cosine < MIN_COSINE
+    forced = image.min_cosine < min_cosine and text.min_cosine < min_cosine
     if not forced:  # a failing (or no faster) tower runs fp32 inside the variant; the other one still gains
-        if image.min_cosine < MIN_COSINE or image.speedup < MIN_SPEEDUP:
+        if image.min_cosine < min_cosine or image.speedup < MIN_SPEEDUP:
             image, image_vecs = _fallback(image, spec, image_ref)
-        if text.min_cosine < MIN_COSINE or text.speedup < MIN_SPEEDUP:
+        if text.min_cosine < min_cosine or text.speedup < MIN_SPEEDUP:
             text, text_vecs = _fallback(text, spec, text_ref)
     overlap = top_k_overlap(text_ref, image_ref, text_vecs, image_vecs)
-    verified = (not forced and min(image.min_cosine, text.min_cosine) >= MIN_COSINE and overlap >= MIN_TOP10_OVERLAP)
+    verified = (not forced and min(image.min_cosine, text.min_cosine) >= min_cosine and overlap >= MIN_TOP10_OVERLAP)
     return QuantizeReport(image=image, text=text, top10_overlap=overlap, images=len(crops), queries=len(trial.queries),
                           verified=verified)
