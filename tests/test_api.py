@@ -122,6 +122,66 @@ def test_bad_uploads_are_refused_with_a_reason(client):
     assert client.post("/api/search/image").status_code == 422
 
 
+def test_combined_terms_in_json(client, library):
+    import base64
+
+    hats = client.get("/api/search", params={"q": "a hat", "k": 5}).json()["results"]
+    plain = client.post("/api/search", json={"terms": [{"text": "a hat"}], "k": 5}).json()
+    assert [r["id"] for r in plain["results"]] == [r["id"] for r in hats]  # one term: the GET answer
+    photo = sample(library, "dress")
+    encoded = base64.b64encode(photo.read_bytes()).decode()
+    body = {"terms": [{"text": "a hat", "weight": 0.05}, {"image": encoded, "weight": 3},
+                      {"image_id": hats[0]["id"], "weight": -1}], "k": 20}
+    combined = client.post("/api/search", json=body).json()["results"]
+    assert combined[0]["path"] == str(photo)
+    assert [r["id"] for r in combined].index(hats[0]["id"]) > 10  # the negative example sinks
+
+
+@pytest.mark.parametrize(("terms", "status", "words"), [
+    ([], 422, "terms"),
+    ([{"text": "hat", "image_id": "0123456789abcdef"}], 422, "terms"),
+    ([{"text": "hat"}, {"image_id": "ffffffffffffffff"}], 404, "term 2 (image id 'ffffffffffffffff')"),
+    ([{"text": "hat"}, {"image": "not base64!"}], 400, "term 2 (image): not valid base64"),
+    ([{"text": "hat"}, {"image": "aGVsbG8="}], 400, "term 2 (image of 5 bytes): not a usable image"),
+    ([{"text": "hat"}, {"text": "hat", "weight": -1}], 400, "cancel out"),
+    ([{"text": "hat", "weight": "heavy"}], 422, "weight"),
+    ([{"text": "x"}] * 17, 400, "too many query terms"),
+])
+def test_bad_terms_are_named(client, terms, status, words):
+    response = client.post("/api/search", json={"terms": terms})
+    assert response.status_code == status, response.text
+    assert words in response.json()["detail"]
+
+
+def test_pages_continue_each_other_in_every_form(client):
+    big = client.get("/api/search", params={"q": "a shoe", "k": 18, "min_score": -1}).json()
+    pages, offset = [], 0
+    while offset is not None and offset < 18:
+        page = client.post("/api/search", json={"terms": [{"text": "a shoe"}], "k": 6, "offset": offset,
+                                               "min_score": -1}).json()
+        assert page["offset"] == offset
+        pages += page["results"]
+        offset = page["next_offset"]
+    assert [r["id"] for r in pages] == [r["id"] for r in big["results"]]
+    similar = client.get(f"/api/search/similar/{big['results'][0]['id']}", params={"k": 5, "offset": 5}).json()
+    assert similar["offset"] == 5 and len(similar["results"]) == 5
+    last = client.get("/api/search", params={"q": "a shoe", "k": 5, "offset": 18}).json()
+    assert last["count"] == 2 and last["next_offset"] is None  # 20 photos
+    deep = client.get("/api/search", params={"q": "a shoe", "k": 50, "offset": 990})
+    assert deep.status_code == 400 and "offset + k may be at most 1000" in deep.json()["detail"]
+
+
+def test_json_images_are_bounded_by_the_upload_limit(client):
+    import base64
+
+    huge = base64.b64encode(b"\xff" * (300 * 1024)).decode()
+    response = client.post("/api/search", json={"terms": [{"image": huge}]})
+    assert response.status_code == 413 and "limited to" in response.json()["detail"]
+    twice = base64.b64encode(b"\xff" * (150 * 1024)).decode()
+    response = client.post("/api/search", json={"terms": [{"image": twice}, {"image": twice}]})
+    assert response.status_code == 413 and "term 2" in response.json()["detail"]
+
+
 BOUNDARY = "pixsearch-test-boundary"
 
 
