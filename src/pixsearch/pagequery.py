@@ -100,9 +100,10 @@ def describe(query: PageQuery) -> str:
         return "the selected image"
     if liked:
         parts.append(f"{liked} liked image{'s' if liked > 1 else ''}")
+    shown = " + ".join(parts) or "nothing"
     if disliked:
-        parts.append(f"minus {disliked} disliked image{'s' if disliked > 1 else ''}")
-    return " + ".join(parts) or "“”"
+        shown += f" − {disliked} disliked image{'s' if disliked > 1 else ''}"
+    return shown
 
 
 def _choice_value(example: list[Any]) -> str:
@@ -113,6 +114,6 @@ def example_choices(query: PageQuery | None) -> list[tuple[str, str]]:
     """(label, value) of each example for a checkbox group: unticking one removes it."""
     out = []
     for example in normal(query)["examples"]:
-        sign = "＋ more like" if float(example[1]) > 0 else "− less like"
+        sign = "+ more like" if float(example[1]) > 0 else "− less like"
         out.append((f"{sign} {example[2]}", _choice_value(example)))
     return out

@@ -46,6 +46,7 @@ CSS = """
 #facts p { color: var(--body-text-color-subdued); margin: 0; }
 #details p { margin: 0.1rem 0; word-break: break-all; }
 footer { display: none !important; }
+@media (max-width: 640px) { #results .grid-container { grid-template-columns: repeat(3, minmax(0, 1fr)) !important; } }
 """
 
 
@@ -277,7 +278,7 @@ def build_ui(service: SearchService, upload_dir: Path) -> gr.Blocks:
                                  height=460, elem_id="large", buttons=["download", "fullscreen"])
                 details = gr.Markdown(elem_id="details")
                 with gr.Row():
-                    more = gr.Button("＋ More like this", interactive=False, elem_id="more")
+                    more = gr.Button("+ More like this", interactive=False, elem_id="more")
                     less = gr.Button("− Less like this", interactive=False, elem_id="less")
 
         controls = [k, min_score, folder, label, sort]
