@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import http.client
 import json
 import logging
@@ -570,3 +571,56 @@ def test_page_uploads_are_bounded_by_the_same_limit(client, tmp_path):
     items, message, _ = run_query(service, {"kind": "image", "value": str(big)}, 5, 0.0, ANY, ANY, "relevance",
                                   upload_dir)
     assert items == [] and "upload too large" in message and "limited to" in message
+
+
+@pytest.mark.parametrize("min_score", [0.0, 0.3])
+def test_the_pages_more_results_continue_the_first_exactly(client, min_score):
+    from pixsearch.ui import ANY, run_page, run_query
+
+    service = client.app.state.service
+    query = {"text": "a shoe", "image": None, "examples": []}
+    _, _, whole = run_query(service, query, 18, min_score, ANY, ANY, "relevance")
+    shown: list = []
+    offset: int | None = 0
+    while offset is not None:
+        items, message, shown, offset = run_page(service, query, 5, min_score, ANY, ANY, "relevance",
+                                                 shown=shown, offset=offset)
+        assert len(items) == len(shown)
+    assert [r["id"] for r in shown][:18] == [r["id"] for r in whole]
+    assert "results for “a shoe”" in message
+
+
+def test_the_page_combines_text_upload_and_examples(client, library, tmp_path):
+    from pixsearch import pagequery
+    from pixsearch.ui import ANY, run_query
+
+    service = client.app.state.service
+    hats = client.get("/api/search", params={"q": "a hat", "k": 3}).json()["results"]
+    upload_dir = tmp_path / "uploads"
+    upload_dir.mkdir()
+    upload = upload_dir / "dress.jpg"
+    upload.write_bytes(sample(library, "dress").read_bytes())
+    query = pagequery.with_image(pagequery.with_text(None, "a hat"), str(upload))
+    query = pagequery.with_example(query, hats[0]["id"], -1.0, "hat.jpg")
+    query = pagequery.with_example(query, hats[1]["id"], 1.0, "other.jpg")
+    _, message, shown = run_query(service, query, 20, 0.0, ANY, ANY, "relevance", upload_dir)
+    assert message.startswith("20 results for “a hat” + the uploaded image dress.jpg + 1 liked image − 1 disliked")
+    body = {"terms": [{"text": "a hat"}, {"image": base64.b64encode(upload.read_bytes()).decode()},
+                      {"image_id": hats[0]["id"], "weight": -1}, {"image_id": hats[1]["id"]}], "k": 20}
+    assert [r["id"] for r in shown] == [r["id"] for r in client.post("/api/search", json=body).json()["results"]]
+    assert [label for label, _ in pagequery.example_choices(query)] == ["− less like hat.jpg", "+ more like other.jpg"]
+    kept = pagequery.keeping(query, [value for _, value in pagequery.example_choices(query)][1:])
+    assert pagequery.describe(kept) == "“a hat” + the uploaded image dress.jpg + 1 liked image"
+    _, message, _ = run_query(service, pagequery.with_image(query, None), 5, 0.0, ANY, ANY, "relevance", None)
+    assert "results for “a hat” + 1 liked image − 1 disliked image" in message
+    _, message, _ = run_query(service, query, 5, 0.0, ANY, ANY, "relevance", None)  # no upload folder: refused
+    assert message.startswith("⚠️")
+
+
+def test_legacy_page_queries_read_as_before():
+    from pixsearch import pagequery
+
+    assert pagequery.describe({"kind": "text", "value": " a  hat "}) == "“a hat”"
+    assert pagequery.describe({"kind": "similar", "value": "0123456789abcdef"}) == "the selected image"
+    assert pagequery.normal({"kind": "image", "value": "/up/x.jpg"})["image"] == "/up/x.jpg"
+    assert pagequery.is_empty(None) and pagequery.is_empty({"kind": "text", "value": "  "})
