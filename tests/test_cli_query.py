@@ -45,7 +45,7 @@ def test_combined_query_pages_and_errors(photos, monkeypatch):
 
     bad = run_cli("search", '"a" + ./missing.jpg', "--db", db, check=False)
     assert bad.returncode != 0 and "./missing.jpg" in bad.stderr and "position 7" in bad.stderr
-    bad = run_cli("search", '"a" "b"', "--db", db, check=False)
-    assert bad.returncode != 0 and "position 5" in bad.stderr and "expected + or -" in bad.stderr
+    bad = run_cli("search", '"a" + "b" "c"', "--db", db, check=False)
+    assert bad.returncode != 0 and "position 11" in bad.stderr and "expected + or -" in bad.stderr
     bad = run_cli("search", "a + @id:ffffffffffffffff", "--db", db, check=False)
     assert bad.returncode != 0 and "term 2" in bad.stderr and "ffffffffffffffff" in bad.stderr

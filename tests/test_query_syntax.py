@@ -22,6 +22,12 @@ def test_plain_words_are_one_text_term_as_typed(query: str) -> None:
     assert is_plain(query)
 
 
+@pytest.mark.parametrize("query", ["rock 'n' roll", 'the "best" dress', '"beach" "sea"', 'a "quote',
+                                   "50 / 50 split"])
+def test_what_does_not_parse_without_operators_stays_text_as_typed(query: str) -> None:
+    assert terms(query) == [("text", " ".join(query.split()), 1.0)]
+
+
 def test_the_issue_example() -> None:
     assert terms('"beach" + 0.5*./dog.jpg - "people"') == [
         ("text", "beach", 1.0), ("image", "./dog.jpg", 0.5), ("text", "people", -1.0)]
@@ -50,7 +56,8 @@ def test_positions_are_one_based_term_starts() -> None:
 @pytest.mark.parametrize(("query", "position", "words"), [
     ("", 1, "empty query"),
     ('"beach" + "sea', 11, "unclosed"),
-    ('"beach" "sea"', 9, "expected + or -"),
+    ('"beach" + "sea" "x"', 17, "expected + or -"),
+    ("./a.jpg ./b.jpg", 9, "expected + or -"),
     ('"beach" + - "sea"', 11, "two operators"),
     ('"beach" +', 9, "not followed by a term"),
     ("beach + @id:xyz", 9, "not an image id"),

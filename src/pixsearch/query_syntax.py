@@ -13,7 +13,8 @@ A query is terms joined by ``+`` or ``-``; the first may carry a sign too. A ter
 optionally preceded by a weight and ``*`` (``0.5*./dog.jpg``, ``2*"red"``). ``+`` and ``-`` are
 operators when they stand alone between spaces, or directly before a quote, a path, ``@id:`` or a
 weight (``-"people"``); inside words (``black-and-white``, ``C++``) they are text. So a query
-with no operators, quotes, paths or ids (``a red car``) is one text term, exactly as typed.
+with no operators, quotes, paths or ids (``a red car``) is one text term, exactly as typed; so
+is one that does not parse but holds no operator, weight or id (``rock 'n' roll``).
 
 This module is pure (no files read, no model): ``parse`` returns ``ParsedTerm``s whose
 positions let every error name the bad term; the CLI turns them into ``search`` terms.
@@ -52,8 +53,28 @@ class ParsedTerm:
 
 
 def parse(query: str) -> list[ParsedTerm]:
-    """The terms of *query*, weights signed; QuerySyntaxError names the position of what is wrong."""
-    return _Parser(query).terms()
+    """The terms of *query*, weights signed; QuerySyntaxError names the position of what is wrong.
+
+    A query that does not parse but has no operator, weight or id in it (``rock 'n' roll``,
+    ``the "best" dress``) is one text term as typed, as every query was before this syntax."""
+    try:
+        return _Parser(query).terms()
+    except QuerySyntaxError:
+        if _looks_structured(query) or not query.strip():
+            raise
+        return [ParsedTerm("text", " ".join(query.split()), 1.0, 1)]
+
+
+def _looks_structured(query: str) -> bool:
+    """Whether some word of *query* is an operator, starts with a weight, is an @id: term, or names
+    an image file (a path start and an extension: ``./a.jpg``, not ``50 / 50``)."""
+    parser = _Parser(query)
+    for match in re.finditer(r"\S+", query):
+        word = match.group(0)
+        if parser.is_operator(match.start()) or WEIGHT.match(word) or word.startswith(ID_PREFIX) \
+                or (word.startswith(PATH_STARTS) and re.search(r"\.\w{2,5}$", word)):
+            return True
+    return False
 
 
 def is_plain(query: str) -> bool:
