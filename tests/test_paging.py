@@ -28,11 +28,12 @@ def searcher(backend, tiny_model, tmp_path):
     with backend.store("paging") as store:
         store.ensure_collection(embedder.model_id, str(tiny_model), embedder.dim)
         store.upsert(rows)
-        yield Searcher(store, embedder, Limits(max_k=100, max_window=300))
+        yield Searcher(store, embedder, Limits(max_k=250, max_window=300))
 
 
 @pytest.mark.parametrize(("filters", "page"), [
-    (Filters(), 7), (Filters(label="odd"), 10), (Filters(min_score=0.05), 9), (Filters(min_score=0.3), 4)])
+    (Filters(), 7), (Filters(label="odd"), 10), (Filters(min_score=0.05), 9), (Filters(min_score=0.3), 4),
+    (Filters(), 40)])  # 6 x 40 = 240 > 128: past the server's default ef
 def test_pages_concatenated_equal_one_big_search(searcher, filters, page):
     terms = (IdTerm(image_id("/photos/3.jpg")), TextTerm("a red dress", 0.5), TextTerm("a shoe", -0.25))
     pages = 6
