@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import http.client
 import json
 import logging
@@ -120,6 +121,66 @@ def test_bad_uploads_are_refused_with_a_reason(client):
     too_big = client.post("/api/search/image", files={"file": ("big.jpg", b"\xff" * (400 * 1024), "image/jpeg")})
     assert too_big.status_code == 413 and "MiB" in too_big.json()["detail"]
     assert client.post("/api/search/image").status_code == 422
+
+
+def test_combined_terms_in_json(client, library):
+    import base64
+
+    hats = client.get("/api/search", params={"q": "a hat", "k": 5}).json()["results"]
+    plain = client.post("/api/search", json={"terms": [{"text": "a hat"}], "k": 5}).json()
+    assert [r["id"] for r in plain["results"]] == [r["id"] for r in hats]  # one term: the GET answer
+    photo = sample(library, "dress")
+    encoded = base64.b64encode(photo.read_bytes()).decode()
+    body = {"terms": [{"text": "a hat", "weight": 0.05}, {"image": encoded, "weight": 3},
+                      {"image_id": hats[0]["id"], "weight": -1}], "k": 20}
+    combined = client.post("/api/search", json=body).json()["results"]
+    assert combined[0]["path"] == str(photo)
+    assert [r["id"] for r in combined].index(hats[0]["id"]) > 10  # the negative example sinks
+
+
+@pytest.mark.parametrize(("terms", "status", "words"), [
+    ([], 422, "terms"),
+    ([{"text": "hat", "image_id": "0123456789abcdef"}], 422, "terms"),
+    ([{"text": "hat"}, {"image_id": "ffffffffffffffff"}], 404, "term 2 (image id 'ffffffffffffffff')"),
+    ([{"text": "hat"}, {"image": "not base64!"}], 400, "term 2 (image): not valid base64"),
+    ([{"text": "hat"}, {"image": "aGVsbG8="}], 400, "term 2 (image of 5 bytes): not a usable image"),
+    ([{"text": "hat"}, {"text": "hat", "weight": -1}], 400, "cancel out"),
+    ([{"text": "hat", "weight": "heavy"}], 422, "weight"),
+    ([{"text": "x"}] * 17, 400, "too many query terms"),
+])
+def test_bad_terms_are_named(client, terms, status, words):
+    response = client.post("/api/search", json={"terms": terms})
+    assert response.status_code == status, response.text
+    assert words in response.json()["detail"]
+
+
+def test_pages_continue_each_other_in_every_form(client):
+    big = client.get("/api/search", params={"q": "a shoe", "k": 18, "min_score": -1}).json()
+    pages, offset = [], 0
+    while offset is not None and offset < 18:
+        page = client.post("/api/search", json={"terms": [{"text": "a shoe"}], "k": 6, "offset": offset,
+                                               "min_score": -1}).json()
+        assert page["offset"] == offset
+        pages += page["results"]
+        offset = page["next_offset"]
+    assert [r["id"] for r in pages] == [r["id"] for r in big["results"]]
+    similar = client.get(f"/api/search/similar/{big['results'][0]['id']}", params={"k": 5, "offset": 5}).json()
+    assert similar["offset"] == 5 and len(similar["results"]) == 5
+    last = client.get("/api/search", params={"q": "a shoe", "k": 5, "offset": 18}).json()
+    assert last["count"] == 2 and last["next_offset"] is None  # 20 photos
+    deep = client.get("/api/search", params={"q": "a shoe", "k": 50, "offset": 990})
+    assert deep.status_code == 400 and "offset + k may be at most 1000" in deep.json()["detail"]
+
+
+def test_json_images_are_bounded_by_the_upload_limit(client):
+    import base64
+
+    huge = base64.b64encode(b"\xff" * (300 * 1024)).decode()
+    response = client.post("/api/search", json={"terms": [{"image": huge}]})
+    assert response.status_code == 413 and "limited to" in response.json()["detail"]
+    twice = base64.b64encode(b"\xff" * (150 * 1024)).decode()
+    response = client.post("/api/search", json={"terms": [{"image": twice}, {"image": twice}]})
+    assert response.status_code == 413 and "term 2" in response.json()["detail"]
 
 
 BOUNDARY = "pixsearch-test-boundary"
@@ -515,3 +576,56 @@ def test_page_uploads_are_bounded_by_the_same_limit(client, tmp_path):
     items, message, _ = run_query(service, {"kind": "image", "value": str(big)}, 5, 0.0, ANY, ANY, "relevance",
                                   upload_dir)
     assert items == [] and "upload too large" in message and "limited to" in message
+
+
+@pytest.mark.parametrize("min_score", [0.0, 0.3])
+def test_the_pages_more_results_continue_the_first_exactly(client, min_score):
+    from pixsearch.ui import ANY, run_page, run_query
+
+    service = client.app.state.service
+    query = {"text": "a shoe", "image": None, "examples": []}
+    _, _, whole = run_query(service, query, 18, min_score, ANY, ANY, "relevance")
+    shown: list = []
+    offset: int | None = 0
+    while offset is not None:
+        items, message, shown, offset = run_page(service, query, 5, min_score, ANY, ANY, "relevance",
+                                                 shown=shown, offset=offset)
+        assert len(items) == len(shown)
+    assert [r["id"] for r in shown][:18] == [r["id"] for r in whole]
+    assert "results for “a shoe”" in message
+
+
+def test_the_page_combines_text_upload_and_examples(client, library, tmp_path):
+    from pixsearch import pagequery
+    from pixsearch.ui import ANY, run_query
+
+    service = client.app.state.service
+    hats = client.get("/api/search", params={"q": "a hat", "k": 3}).json()["results"]
+    upload_dir = tmp_path / "uploads"
+    upload_dir.mkdir()
+    upload = upload_dir / "dress.jpg"
+    upload.write_bytes(sample(library, "dress").read_bytes())
+    query = pagequery.with_image(pagequery.with_text(None, "a hat"), str(upload))
+    query = pagequery.with_example(query, hats[0]["id"], -1.0, "hat.jpg")
+    query = pagequery.with_example(query, hats[1]["id"], 1.0, "other.jpg")
+    _, message, shown = run_query(service, query, 20, 0.0, ANY, ANY, "relevance", upload_dir)
+    assert message.startswith("20 results for “a hat” + the uploaded image dress.jpg + 1 liked image − 1 disliked")
+    body = {"terms": [{"text": "a hat"}, {"image": base64.b64encode(upload.read_bytes()).decode()},
+                      {"image_id": hats[0]["id"], "weight": -1}, {"image_id": hats[1]["id"]}], "k": 20}
+    assert [r["id"] for r in shown] == [r["id"] for r in client.post("/api/search", json=body).json()["results"]]
+    assert [label for label, _ in pagequery.example_choices(query)] == ["− less like hat.jpg", "+ more like other.jpg"]
+    kept = pagequery.keeping(query, [value for _, value in pagequery.example_choices(query)][1:])
+    assert pagequery.describe(kept) == "“a hat” + the uploaded image dress.jpg + 1 liked image"
+    _, message, _ = run_query(service, pagequery.with_image(query, None), 5, 0.0, ANY, ANY, "relevance", None)
+    assert "results for “a hat” + 1 liked image − 1 disliked image" in message
+    _, message, _ = run_query(service, query, 5, 0.0, ANY, ANY, "relevance", None)  # no upload folder: refused
+    assert message.startswith("⚠️")
+
+
+def test_legacy_page_queries_read_as_before():
+    from pixsearch import pagequery
+
+    assert pagequery.describe({"kind": "text", "value": " a  hat "}) == "“a hat”"
+    assert pagequery.describe({"kind": "similar", "value": "0123456789abcdef"}) == "the selected image"
+    assert pagequery.normal({"kind": "image", "value": "/up/x.jpg"})["image"] == "/up/x.jpg"
+    assert pagequery.is_empty(None) and pagequery.is_empty({"kind": "text", "value": "  "})

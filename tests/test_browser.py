@@ -94,7 +94,63 @@ def test_upload_an_image_and_see_itself_first(page, site):
     first.click()
     page.wait_for_selector(f"#details :text('{photo.name}')")
     page.locator("#more").click()
-    status_says(page, "results for the selected image")
+    status_says(page, f"results for the uploaded image {photo.name} + 1 liked image")
+
+
+def score_of(page, name: str) -> float | None:
+    """The score the gallery shows for the file *name*, or None when it is not shown."""
+    for caption in captions(page):
+        if caption.endswith(f"· {name}"):
+            return float(caption.split("·")[0])
+    return None
+
+
+@pytest.mark.parametrize("viewport", [{"width": 1400, "height": 1000}, {"width": 390, "height": 844}],
+                         ids=["desktop", "phone"])
+def test_combine_text_image_examples_and_page_on(browser, site, viewport):
+    context = browser.new_context(viewport=viewport)
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    try:
+        page.goto(site[0] + "/")
+        page.wait_for_selector("#facts :text('images in')")
+        results = page.locator("#k input[type=number]")
+        results.fill("6")
+        results.press("Enter")
+        search(page, "a red dress")
+        status_says(page, "6 results for “a red dress”, best match first")
+        page.wait_for_function("document.querySelectorAll('#results img').length === 6")
+        photo = sorted((site[1] / "shoes").glob("*.jpg"))[0]
+        page.locator("#upload input[type=file]").set_input_files(str(photo))
+        status_says(page, f"results for “a red dress” + the uploaded image {photo.name}")
+        # A result as a negative example: it is listed, and its score drops (or it leaves the top results).
+        page.locator("#results img").nth(1).click()
+        page.wait_for_selector("#details :text('score')")
+        name = page.inner_text("#details").split("·")[0].strip()
+        before = score_of(page, name)
+        page.locator("#less").click()
+        status_says(page, "− 1 disliked image")
+        page.wait_for_selector(f"#examples :text('less like {name}')")
+        after = score_of(page, name)
+        assert after is None or after < before - 0.05, (before, after)
+        # More results appends the next page of the same ranking.
+        page.locator("#more-results").click()
+        page.wait_for_function("document.querySelectorAll('#results img').length === 12")
+        status_says(page, "12 results for")
+        shown = captions(page)
+        assert len(set(shown)) == 12, shown
+        page.wait_for_function("[...document.querySelectorAll('#results img')].every(i => i.complete)")
+        right = page.evaluate("Math.max(...[...document.querySelectorAll('#results img')]"
+                              ".map(i => i.getBoundingClientRect().right))")
+        assert right <= viewport["width"], f"gallery tiles run off the screen ({right} > {viewport['width']} px)"
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / f"combined-{viewport['width']}.png"), full_page=True)
+        # Unticking the example removes it from the query.
+        page.locator("#examples input[type=checkbox]").first.uncheck()
+        status_says(page, f"6 results for “a red dress” + the uploaded image {photo.name}, best")
+        assert page.locator("#examples").is_hidden()
+    finally:
+        context.close()
 
 
 def test_bad_upload_and_too_long_query_show_a_message(page, tmp_path):

@@ -21,7 +21,7 @@ from .serving import build_index
 
 CONFORMANCE = ["not_a_server_error", "status_code_conformance", "content_type_conformance",
                "response_schema_conformance", "response_headers_conformance"]
-ENDPOINTS = {("get", "/api/stats"), ("get", "/api/search"), ("post", "/api/search/image"),
+ENDPOINTS = {("get", "/api/stats"), ("get", "/api/search"), ("post", "/api/search"), ("post", "/api/search/image"),
              ("get", "/api/search/similar/{image_id}"), ("get", "/api/images/{image_id}"),
              ("get", "/api/thumbnails/{image_id}"), ("get", "/health")}
 
@@ -67,6 +67,7 @@ def test_every_endpoint_documents_the_answers_it_gives(open_app):
     assert documented == {
         ("get", "/api/stats"): {"200", "503"},
         ("get", "/api/search"): {"200", "400", "422", "503"},
+        ("post", "/api/search"): {"200", "400", "404", "413", "422", "503"},
         ("post", "/api/search/image"): {"200", "400", "413", "422", "503"},
         ("get", "/api/search/similar/{image_id}"): {"200", "400", "404", "422", "503"},
         ("get", "/api/images/{image_id}"): {"200", "304", "404", "503"},
@@ -80,6 +81,10 @@ def test_every_endpoint_documents_the_answers_it_gives(open_app):
     assert error == {"$ref": "#/components/schemas/ErrorResponse"}
     assert schema["components"]["schemas"]["ErrorResponse"]["required"] == ["detail"]
     assert "HTTPValidationError" not in schema["components"]["schemas"]  # 422 is {"detail": str, "errors": [...]}
+    body = schema["paths"]["/api/search"]["post"]["requestBody"]["content"]["application/json"]
+    assert {"text", "combined", "page2"} <= set(body["examples"])
+    offset = next(p for p in schema["paths"]["/api/search"]["get"]["parameters"] if p["name"] == "offset")
+    assert offset["schema"]["maximum"] == Limits().max_window - 1
 
 
 def lifespan_kept(app: Any) -> Any:

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import Depends, FastAPI, File, Path, Query, Request, UploadFile
+from fastapi import Body, Depends, FastAPI, File, Path, Query, Request, UploadFile
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
@@ -26,6 +26,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import __version__, search
 from .apidocs import ETAG_HEADER, answers, drop_guessed_422s, image_answer, serve_docs
+from .apiquery import EXAMPLES, SearchBody, json_body_limit, to_terms
 from .config import Settings
 from .indexer import IndexReport
 from .search import IdTerm, ImageTerm, Limits, NotFound, QueryError, Term, TextTerm, UploadTooLarge
@@ -54,6 +55,10 @@ class SearchResponse(BaseModel):
     count: int
     took_ms: float
     results: list[Result]
+    offset: int = 0
+    """Results skipped before these (the request's offset)."""
+    next_offset: int | None = None
+    """The offset of the next page (same k), or null when this page is the last one."""
 
 
 class StatsResponse(BaseModel):
@@ -81,13 +86,18 @@ class BodyLimit:
         self.app = app
         self.limits = limits
         self.limit = limits.max_upload_bytes + FORM_OVERHEAD_BYTES
+        self.json_limit = json_body_limit(limits)
+        """A JSON search carries its images in base64, a third longer than the bytes."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not scope["path"].startswith("/api/"):
             await self.app(scope, receive, send)
             return
-        declared = dict(scope["headers"]).get(b"content-length", b"0")
-        if declared.isdigit() and int(declared) > self.limit:
+        headers = dict(scope["headers"])
+        limit = self.json_limit if headers.get(b"content-type", b"").startswith(b"application/json") \
+            else self.limit
+        declared = headers.get(b"content-length", b"0")
+        if declared.isdigit() and int(declared) > limit:
             await _too_large(self.limits)(scope, receive, send)
             return
         seen = 0
@@ -97,7 +107,7 @@ class BodyLimit:
             nonlocal seen, exceeded
             message = await receive()
             seen += len(message.get("body", b""))
-            if seen > self.limit:
+            if seen > limit:
                 exceeded = True
                 raise PayloadTooLarge()
             return message
@@ -190,13 +200,17 @@ def result(hit: Hit, prefix: str = "") -> Result:
                   thumbnail_url=f"{prefix}/api/thumbnails/{hit.id}", image_url=f"{prefix}/api/images/{hit.id}")
 
 
-def _answer(service: SearchService, term: Term, k: int, filters: Filters, request: Request) -> SearchResponse:
+def _answer(service: SearchService, terms: tuple[Term, ...], k: int, filters: Filters, request: Request,
+            offset: int = 0) -> SearchResponse:
     """Run one query through the service's Searcher and time it."""
     started = time.perf_counter()
-    hits = service.searcher.search(search.Query.of(term, k, filters))
+    hits = service.searcher.search(search.Query(terms, k, filters, offset))
     prefix = request.scope.get("root_path", "").rstrip("/")
+    following = offset + len(hits)
+    more = len(hits) == k and following + k <= service.limits.max_window
     return SearchResponse(count=len(hits), took_ms=round((time.perf_counter() - started) * 1000, 2),
-                          results=[result(h, prefix) for h in hits])
+                          results=[result(h, prefix) for h in hits], offset=offset,
+                          next_offset=following if more else None)
 
 
 def add_api_routes(app: FastAPI, service: SearchService) -> None:
@@ -210,6 +224,9 @@ def add_api_routes(app: FastAPI, service: SearchService) -> None:
     min_param = Query(None, ge=-1.0, le=1.0, description="Hide results scoring below this cosine similarity.")
     folder_param = Query("", max_length=4096, description="Only images in or under this absolute folder.")
     label_param = Query("", max_length=512, description="Only images with this label.")
+    offset_param = Query(0, ge=0, le=limits.max_window - 1, description=(
+        f"Results to skip (page n from 0 of size k: offset n*k); offset + k at most {limits.max_window}. "
+        "Pages continue each other exactly."))
 
     @app.get("/api/stats", response_model=StatsResponse, dependencies=guard, tags=["collection"],
              responses=answers(503, token=token))
@@ -224,26 +241,36 @@ def add_api_routes(app: FastAPI, service: SearchService) -> None:
              responses=answers(400, 422, 503, token=token))
     def search_text(request: Request, q: str = Query(..., description="Words describing the picture."),
                     k: int = k_param, min_score: float | None = min_param, folder: str = folder_param,
-                    label: str = label_param) -> SearchResponse:
+                    label: str = label_param, offset: int = offset_param) -> SearchResponse:
         """Images that best match a text description."""
-        return _answer(service, TextTerm(q), k, make_filters(folder, label, min_score), request)
+        return _answer(service, (TextTerm(q),), k, make_filters(folder, label, min_score), request, offset)
+
+    @app.post("/api/search", response_model=SearchResponse, dependencies=guard, tags=["search"],
+              responses=answers(400, 404, 413, 422, 503, token=token))
+    def search_terms(request: Request, body: SearchBody = Body(..., openapi_examples=EXAMPLES)) -> SearchResponse:
+        """A combined query: the weighted sum of texts, base64 images and indexed images, with paging.
+
+        Each term's vector is scaled to unit length, multiplied by its weight (negative: less like
+        this), summed, and the sum scaled back to unit length. Errors name the bad term (1-based)."""
+        filters = make_filters(body.folder, body.label, body.min_score)
+        return _answer(service, to_terms(body, limits), body.k, filters, request, body.offset)
 
     @app.post("/api/search/image", response_model=SearchResponse, dependencies=guard, tags=["search"],
               responses=answers(400, 413, 422, 503, token=token))
     def search_image(request: Request, file: UploadFile = File(..., description="An image file (JPEG, PNG, ...)."),
                      k: int = k_param, min_score: float | None = min_param, folder: str = folder_param,
-                     label: str = label_param) -> SearchResponse:
+                     label: str = label_param, offset: int = offset_param) -> SearchResponse:
         """Images that look like an uploaded example image."""
         data = file.file.read(limits.max_upload_bytes + 1)  # one byte over is enough for the Searcher to refuse
-        return _answer(service, ImageTerm(data), k, make_filters(folder, label, min_score), request)
+        return _answer(service, (ImageTerm(data),), k, make_filters(folder, label, min_score), request, offset)
 
     @app.get("/api/search/similar/{image_id}", response_model=SearchResponse, dependencies=guard, tags=["search"],
              responses=answers(400, 422, *id_statuses, token=token))
     def search_similar(request: Request, image_id: str = ID_PARAM, k: int = k_param,
                        min_score: float | None = min_param, folder: str = folder_param,
-                       label: str = label_param) -> SearchResponse:
+                       label: str = label_param, offset: int = offset_param) -> SearchResponse:
         """More like this: images close to an indexed image (which comes first, with score ~1)."""
-        return _answer(service, IdTerm(image_id), k, make_filters(folder, label, min_score), request)
+        return _answer(service, (IdTerm(image_id),), k, make_filters(folder, label, min_score), request, offset)
 
     @app.get("/api/images/{image_id}", dependencies=guard, tags=["images"], response_class=Response,
              responses={200: {**image_answer("image/*"), "headers": ETAG_HEADER},

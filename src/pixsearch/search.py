@@ -47,6 +47,11 @@ class Limits:
     API's documented parameter ranges, the page's slider, the request-body guards)."""
 
     max_k: int = 200
+    max_window: int = 1000
+    """The deepest result a query may reach: ``offset + k`` (Milvus allows at most 16384; a page is
+    cut from one top-(offset + k) search, so deep pages cost as much as one big search)."""
+    max_terms: int = 16
+    """Terms one combined query may hold."""
     max_query_chars: int = 1000
     max_upload_bytes: int = 20 * 1024 * 1024
     max_query_pixels: int = 50_000_000
@@ -56,6 +61,19 @@ class Limits:
         if not 1 <= k <= self.max_k:
             raise QueryError(f"k must be between 1 and {self.max_k} (got {k})")
         return k
+
+    def check_page(self, offset: int, k: int) -> tuple[int, int]:
+        """*offset* and *k* when the page they name lies within ``max_window``."""
+        self.check_k(k)
+        if offset < 0:
+            raise QueryError(f"offset must be 0 or more (got {offset})")
+        if offset + k > self.max_window:
+            raise QueryError(f"offset + k may be at most {self.max_window} (got {offset} + {k})")
+        return offset, k
+
+    def check_terms(self, count: int) -> None:
+        if count > self.max_terms:
+            raise QueryError(f"too many query terms ({count}; at most {self.max_terms})")
 
     def check_upload(self, size: int) -> None:
         if size > self.max_upload_bytes:
@@ -81,6 +99,8 @@ class ImageTerm:
 
     data: bytes = field(repr=False)
     weight: float = 1.0
+    name: str = ""
+    """How errors name the image (a file's path, an upload's name); empty for "an image"."""
 
 
 @dataclass(frozen=True)
@@ -102,10 +122,13 @@ class Query:
     terms: tuple[Term, ...]
     k: int = 10
     filters: Filters = field(default_factory=Filters)
+    offset: int = 0
+    """Results to skip: page *n* (from 0) of size k is ``offset = n * k``; pages are cut from one
+    ranking, so concatenated they equal one search with ``k = pages * k``."""
 
     @classmethod
-    def of(cls, term: Term, k: int = 10, filters: Filters = Filters()) -> Query:
-        return cls((term,), k, filters)
+    def of(cls, term: Term, k: int = 10, filters: Filters = Filters(), offset: int = 0) -> Query:
+        return cls((term,), k, filters, offset)
 
 
 class _LruCache:
@@ -141,19 +164,33 @@ class Searcher:
         self._text_cache = _LruCache(cache_size)
 
     def search(self, query: Query) -> list[Hit]:
-        """The nearest indexed images to the query's vector, best first."""
-        k = self.limits.check_k(query.k)
+        """The nearest indexed images to the query's vector, best first: results offset+1 to offset+k.
+
+        A page is the slice of one top-(offset + k) ranking (min_score is applied to that ranking
+        before slicing), so page 2 continues page 1 exactly whatever the backend supports."""
+        offset, k = self.limits.check_page(query.offset, query.k)
         vector = self.query_vector(query.terms)
         filters = query.filters
-        return self.store.search(vector[None, :], k=k, filter=filters.expression(), min_score=filters.min_score)[0]
+        hits = self.store.search(vector[None, :], k=offset + k, filter=filters.expression(),
+                                 min_score=filters.min_score)[0]
+        return hits[offset:offset + k]
 
     def query_vector(self, terms: tuple[Term, ...]) -> np.ndarray:
         """One term's vector as it is; several terms' weighted sum, scaled back to unit length."""
         if not terms:
             raise QueryError("empty query: give words, an image or an image id")
+        self.limits.check_terms(len(terms))
         if len(terms) == 1 and terms[0].weight == 1.0:
             return self.term_vector(terms[0])
-        total = sum(term.weight * self.term_vector(term) for term in terms)
+        total = np.zeros(self.embedder.dim, dtype=np.float64)
+        for number, term in enumerate(terms, start=1):
+            if not np.isfinite(term.weight):
+                raise QueryError(f"term {number} ({describe(term)}): the weight must be a finite number")
+            try:
+                vector = self.term_vector(term)
+            except QueryError as exc:
+                raise type(exc)(f"term {number} ({describe(term)}): {exc}") from exc
+            total = total + term.weight * _unit(vector)
         norm = float(np.linalg.norm(total))
         if norm < 1e-6:
             raise QueryError("the weighted query terms cancel out; change their weights")
@@ -209,6 +246,23 @@ class Searcher:
 
     def by_id(self, image_id: str, k: int = 10, filters: Filters = Filters()) -> list[Hit]:
         return self.search(Query.of(IdTerm(image_id), k, filters))
+
+
+def _unit(vector: np.ndarray) -> np.ndarray:
+    """*vector* scaled to length 1 (the models already return unit vectors; stored ones may drift)."""
+    norm = float(np.linalg.norm(vector))
+    return vector / norm if norm > 0 else vector
+
+
+def describe(term: Term) -> str:
+    """A term as an error message names it: its kind, and its text or id (short)."""
+    weight = "" if term.weight == 1.0 else f"{term.weight:g}*"
+    if isinstance(term, TextTerm):
+        text = " ".join(term.text.split())
+        return f"{weight}text {text[:40]!r}{'…' if len(text) > 40 else ''}"
+    if isinstance(term, ImageTerm):
+        return f"{weight}image {term.name!r}" if term.name else f"{weight}image of {len(term.data):,} bytes"
+    return f"{weight}image id {term.image_id[:40]!r}"
 
 
 def check_id(image_id: str) -> str:

@@ -16,22 +16,24 @@ from typing import Any
 import gradio as gr
 from fastapi import FastAPI
 
-from .search import IdTerm, ImageTerm, NotFound, Query, QueryError, Term, TextTerm
+from . import pagequery
+from .pagequery import PageQuery
+from .search import NotFound, Query, QueryError
 from .service import SearchService, make_filters
 from .store import Hit, StoreError
 from .uploads import (
-    NOT_ALLOWED,
     FileDataGuard,
     UploadError,
     enable_gradio_upload_check,
     private_upload_dir,
-    read_upload,
 )
 
 Results = list[dict[str, Any]]
 """The hits shown in the gallery, in gallery order (JSON-safe, kept in a gr.State)."""
-LastQuery = dict[str, str]
-"""{"kind": "text" | "image" | "similar", "value": ...}: re-run when a control changes."""
+LastQuery = PageQuery
+"""The text, the upload and the example results (pagequery.py): re-run when a control changes."""
+Paging = dict[str, int | None]
+"""{"next": offset of the next page, or None when the last search reached the end}."""
 
 DEFAULT_K = 24
 ANY = "(any)"
@@ -44,6 +46,7 @@ CSS = """
 #facts p { color: var(--body-text-color-subdued); margin: 0; }
 #details p { margin: 0.1rem 0; word-break: break-all; }
 footer { display: none !important; }
+@media (max-width: 640px) { #results .grid-container { grid-template-columns: repeat(3, minmax(0, 1fr)) !important; } }
 """
 
 
@@ -97,48 +100,65 @@ def _to_results(hits: list[Hit], sort: str) -> Results:
 
 def run_query(service: SearchService, query: LastQuery, k: int, min_score: float, folder: str, label: str,
               sort: str, upload_dir: Path | None = None) -> tuple[list[tuple[str, str]], str, Results]:
-    """Gallery items, a status message and the shown results for one query.
+    """Gallery items, a status message and the shown results for one query (its first page).
 
     An image query's path is read only if it is an upload in *upload_dir* (see uploads.py);
     without one, no image query is accepted.
     """
+    items, message, results, _ = run_page(service, query, k, min_score, folder, label, sort, upload_dir)
+    return items, message, results
+
+
+def run_page(service: SearchService, query: LastQuery, k: int, min_score: float, folder: str, label: str,
+             sort: str, upload_dir: Path | None = None, shown: Results | None = None,
+             offset: int = 0) -> tuple[list[tuple[str, str]], str, Results, int | None]:
+    """``run_query`` for the page of *k* results from *offset*, appended to the *shown* ones; also
+    the offset of the page after it (None at the end: fewer than k came, or the window is spent)."""
     empty = empty_index_message(service)
     if empty:
-        return [], empty, []
-    k = max(1, min(int(k), service.limits.max_k))  # a slider's value: clamped, not refused
+        return [], empty, [], None
+    limits = service.limits
+    k = max(1, min(int(k), limits.max_k))  # a slider's value: clamped, not refused
+    shown = list(shown or [])
     try:
         filters = make_filters("" if folder == ANY else folder or "", "" if label == ANY else label or "",
                                min_score if min_score and min_score > 0 else None)
-        term: Term
-        if query["kind"] == "text":
-            term, what = TextTerm(query["value"]), f"“{' '.join(query['value'].split())}”"
-        elif query["kind"] == "image":
-            if upload_dir is None:
-                raise UploadError(NOT_ALLOWED)
-            term = ImageTerm(read_upload(query["value"], upload_dir, service.limits.max_upload_bytes + 1))
-            what = f"the uploaded image {os.path.basename(query['value'])}"
-        else:
-            term, what = IdTerm(query["value"]), "the selected image"
-        hits = service.searcher.search(Query.of(term, k, filters))
+        what = pagequery.describe(query)
+        terms = pagequery.terms(query, upload_dir, limits.max_upload_bytes + 1)
+        hits = service.searcher.search(Query(terms, k, filters, offset))
     except (QueryError, NotFound, UploadError) as exc:
-        return [], f"⚠️ {exc}", []
+        return ([], f"⚠️ {exc}", [], None) if not shown else (_items(service, shown)[0], f"⚠️ {exc}", shown, None)
     except StoreError as exc:
-        return [], f"⚠️ The vector store failed: {exc}", []
-    results, items = [], []
-    for row in _to_results(hits, sort):
+        return [], f"⚠️ The vector store failed: {exc}", [], None
+    following = offset + len(hits) if len(hits) == k and offset + len(hits) + k <= limits.max_window else None
+    seen = {row["id"] for row in shown}
+    fresh = [row for row in _to_results(hits, "relevance") if row["id"] not in seen]
+    rows = shown + fresh
+    if sort == "date":
+        rows.sort(key=lambda r: float(r["fields"].get("mtime") or 0.0), reverse=True)
+    items, results = _items(service, rows)
+    if not results:
+        hint = " Try a lower minimum score or set folder and label to (any)." if filters.expression() or \
+            filters.min_score else ""
+        return [], f"No results for {what}.{hint}", [], None
+    missing = len(rows) - len(results)
+    note = f" ({missing} not shown: their files changed since indexing)" if missing else ""
+    order = "newest first" if sort == "date" else "best match first"
+    more = " More results below." if following is not None else ""
+    return (items, f"{len(results)} results for {what}, {order}{note}. Click one to see it large.{more}", results,
+            following)
+
+
+def _items(service: SearchService, rows: Results) -> tuple[list[tuple[str, str]], Results]:
+    """Gallery items (thumbnail, caption) of *rows*, and the rows whose thumbnails exist."""
+    items, results = [], []
+    for row in rows:
         try:
             items.append((str(service.thumbnail_path(row["id"])), _caption(row)))
             results.append(row)
         except NotFound:
             continue
-    if not results:
-        hint = " Try a lower minimum score or set folder and label to (any)." if filters.expression() or \
-            filters.min_score else ""
-        return [], f"No results for {what}.{hint}", []
-    missing = len(hits) - len(results)
-    note = f" ({missing} not shown: their files changed since indexing)" if missing else ""
-    order = "newest first" if sort == "date" else "best match first"
-    return items, f"{len(results)} results for {what}, {order}{note}. Click one to see it large.", results
+    return items, results
 
 
 def details_markdown(row: dict[str, Any]) -> str:
@@ -156,39 +176,74 @@ def details_markdown(row: dict[str, Any]) -> str:
 def build_ui(service: SearchService, upload_dir: Path) -> gr.Blocks:
     """The Blocks page; its handlers close over *service*. Build it after ``private_upload_dir``:
     Gradio fixes its upload folder when the Blocks are made."""
+    idle = gr.update(interactive=False)
 
     def search(query: LastQuery | None, k: int, min_score: float, folder: str, label: str,
                sort: str) -> tuple[Any, ...]:
+        """A new search: the first page; the selection and the large view are cleared."""
         if not query:
-            return gr.update(), gr.update(), gr.update(), None, "", gr.update(interactive=False)
-        items, message, results = run_query(service, query, k, min_score, folder, label, sort, upload_dir)
-        return items, message, results, None, "", gr.update(interactive=False)
+            return (gr.update(), gr.update(), gr.update(), None, "", idle, idle, _examples(query), idle,
+                    {"next": None})
+        items, message, results, following = run_page(service, query, k, min_score, folder, label, sort,
+                                                      upload_dir)
+        return (items, message, results, None, "", idle, idle, _examples(query),
+                gr.update(interactive=following is not None), {"next": following})
 
-    def text_query(text: str) -> LastQuery:
-        return {"kind": "text", "value": text or ""}
+    def more_results(query: LastQuery | None, k: int, min_score: float, folder: str, label: str, sort: str,
+                     shown: Results, paging: Paging | None) -> tuple[Any, ...]:
+        """The next page, appended to the gallery (the selection stays)."""
+        offset = (paging or {}).get("next")
+        if not query or offset is None:
+            return gr.update(), gr.update(), gr.update(), idle, {"next": None}
+        items, message, results, following = run_page(service, query, k, min_score, folder, label, sort,
+                                                      upload_dir, shown=shown, offset=offset)
+        return items, message, results, gr.update(interactive=following is not None), {"next": following}
 
-    def image_query(path: str | None) -> LastQuery | None:
-        return {"kind": "image", "value": path} if path else None
+    def _examples(query: LastQuery | None) -> Any:
+        choices = pagequery.example_choices(query)
+        return gr.update(choices=choices, value=[value for _, value in choices], visible=bool(choices))
 
-    def similar_query(selected: str | None) -> LastQuery | None:
-        return {"kind": "similar", "value": selected} if selected else None
+    def text_query(text: str, query: LastQuery | None) -> LastQuery:
+        return pagequery.with_text(query, text)
+
+    def image_query(path: str | None, query: LastQuery | None) -> LastQuery | None:
+        return pagequery.with_image(query, path) if path else query
+
+    def clear_image(query: LastQuery | None) -> LastQuery | None:
+        return pagequery.with_image(query, None) if query else None
+
+    def example(selected: str | None, query: LastQuery | None, shown: Results, weight: float) -> LastQuery | None:
+        if not selected:
+            return query
+        name = next((os.path.basename(r["path"]) for r in shown or [] if r["id"] == selected), selected)
+        return pagequery.with_example(query, selected, weight, name)
+
+    def similar_query(selected: str | None, query: LastQuery | None, shown: Results) -> LastQuery | None:
+        return example(selected, query, shown, 1.0)
+
+    def dissimilar_query(selected: str | None, query: LastQuery | None, shown: Results) -> LastQuery | None:
+        return example(selected, query, shown, -1.0)
+
+    def keep_examples(kept: list[str] | None, query: LastQuery | None) -> LastQuery | None:
+        return pagequery.keeping(query, kept) if query else None
 
     def select(results: Results, evt: gr.SelectData) -> tuple[Any, ...]:
         index = evt.index if isinstance(evt.index, int) else evt.index[0]
         if not results or index >= len(results):
-            return None, "", None, gr.update(interactive=False)
+            return None, "", None, idle, idle
         row = results[index]
         try:
             preview = service.preview(row["id"])
         except NotFound as exc:
-            return None, f"⚠️ {exc}", None, gr.update(interactive=True)
-        return preview, details_markdown(row), row["id"], gr.update(interactive=True)
+            return None, f"⚠️ {exc}", None, gr.update(interactive=True), gr.update(interactive=True)
+        return preview, details_markdown(row), row["id"], gr.update(interactive=True), gr.update(interactive=True)
 
     demo = gr.Blocks(title="pixsearch", analytics_enabled=False, delete_cache=(3600, 86400))
     with demo:
         last = gr.State(None)
         results = gr.State([])
         selected = gr.State(None)
+        paging = gr.State({"next": None})
         with gr.Row(equal_height=True):
             gr.Markdown("## pixsearch")
             facts = gr.Markdown(elem_id="facts")
@@ -206,27 +261,41 @@ def build_ui(service: SearchService, upload_dir: Path) -> gr.Blocks:
                     folder = gr.Dropdown([ANY], value=ANY, label="Folder (includes subfolders)",
                                          allow_custom_value=True)
                     label = gr.Dropdown([ANY], value=ANY, label="Label", allow_custom_value=True)
-            upload = gr.File(label="Search by example: drop an image", file_count="single", type="filepath",
-                             height=230, scale=1, min_width=220, elem_id="upload")
-        status = gr.Markdown("Type a few words and press Enter, or drop an example image.", elem_id="status")
+                examples = gr.CheckboxGroup([], label="Examples in the query (untick to remove)", visible=False,
+                                            elem_id="examples")
+            upload = gr.File(label="Search by example (combines with the text): drop an image",
+                             file_count="single", type="filepath", height=230, scale=1, min_width=220,
+                             elem_id="upload")
+        status = gr.Markdown("Type a few words and press Enter, or drop an example image: the two combine.",
+                             elem_id="status")
         with gr.Row():
-            gallery = gr.Gallery(label="Results", columns=5, height="auto", object_fit="cover",
-                                 allow_preview=False, scale=3, elem_id="results", buttons=[])
+            with gr.Column(scale=3):
+                gallery = gr.Gallery(label="Results", columns=5, height="auto", object_fit="cover",
+                                     allow_preview=False, elem_id="results", buttons=[])
+                more_button = gr.Button("More results", interactive=False, elem_id="more-results")
             with gr.Column(scale=2):
                 large = gr.Image(label="Selected", type="numpy", format="jpeg", interactive=False,
                                  height=460, elem_id="large", buttons=["download", "fullscreen"])
                 details = gr.Markdown(elem_id="details")
-                more = gr.Button("More like this", interactive=False, elem_id="more")
+                with gr.Row():
+                    more = gr.Button("+ More like this", interactive=False, elem_id="more")
+                    less = gr.Button("− Less like this", interactive=False, elem_id="less")
 
         controls = [k, min_score, folder, label, sort]
-        outputs = [gallery, status, results, large, details, more]
+        outputs = [gallery, status, results, large, details, more, less, examples, more_button, paging]
         group: dict[str, Any] = {"concurrency_id": "page", "concurrency_limit": PAGE_CONCURRENCY}
-        for trigger, make, source in ((query.submit, text_query, query), (go.click, text_query, query),
-                                      (upload.upload, image_query, upload), (more.click, similar_query, selected)):
-            trigger(make, source, last, **group).then(search, [last, *controls], outputs, **group)
+        for trigger, make, sources in ((query.submit, text_query, [query, last]), (go.click, text_query, [query, last]),
+                                       (upload.upload, image_query, [upload, last]),
+                                       (more.click, similar_query, [selected, last, results]),
+                                       (less.click, dissimilar_query, [selected, last, results]),
+                                       (upload.clear, clear_image, [last]),
+                                       (examples.input, keep_examples, [examples, last])):
+            trigger(make, sources, last, **group).then(search, [last, *controls], outputs, **group)
         for event in (k.release, min_score.release, sort.change, folder.change, label.change):
             event(search, [last, *controls], outputs, **group)
-        gallery.select(select, results, [large, details, selected, more], **group)
+        more_button.click(more_results, [last, *controls, results, paging],
+                          [gallery, status, results, more_button, paging], **group)
+        gallery.select(select, results, [large, details, selected, more, less], **group)
         demo.load(lambda: page_facts(service), None, [facts, status, folder, label], **group)
     return demo
 

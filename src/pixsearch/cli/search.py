@@ -1,4 +1,8 @@
-"""``pixsearch search``: by text, by an example image, or by an indexed image's id."""
+"""``pixsearch search``: by text, by an example image, by an indexed image's id, or a weighted mix.
+
+The QUERY argument is read by ``query_syntax`` (documented there and in ``--help``); plain words
+stay one text term exactly as typed. ``--image`` and ``--like`` add a term each.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
@@ -25,8 +29,11 @@ from .common import (
     settings_from,
 )
 
+if TYPE_CHECKING:
+    from ..search import ImageTerm, Term
 
-def print_hits(hits: Sequence[Hit], as_json: bool) -> None:
+
+def print_hits(hits: Sequence[Hit], as_json: bool, first_rank: int = 1) -> None:
     if as_json:
         console.print_json(json.dumps([{"id": h.id, "score": round(h.score, 6), **h.fields} for h in hits]))
         return
@@ -38,7 +45,7 @@ def print_hits(hits: Sequence[Hit], as_json: bool) -> None:
     table.add_column("score", justify="right")
     table.add_column("path", overflow="fold")
     table.add_column("label")
-    for rank, hit in enumerate(hits, start=1):
+    for rank, hit in enumerate(hits, start=first_rank):
         table.add_row(str(rank), f"{hit.score:.4f}", hit.path, hit.fields.get("label", ""))
     console.print(table)
 
@@ -51,13 +58,53 @@ def _require_indexed_under(store: Store, folder: str, given: str) -> None:
         raise UserError(f"no indexed images under --folder {shown}")
 
 
+QUERY_HELP = (
+    "Words describing the picture, or a weighted sum of terms: \"quoted text\", image files (paths "
+    "starting with ./ ../ / or ~), indexed ids (@id:<16 hex>), each optionally weighted (0.5*term), "
+    "joined by + or -. Example: '\"beach\" + 0.5*./dog.jpg - \"people\"'.")
+
+
+def read_image_term(path: str, weight: float, what: str) -> ImageTerm:
+    """The bytes of an image file named in a query, as a term; an unreadable file names the term."""
+    from ..search import ImageTerm
+
+    expanded = Path(os.path.expanduser(path))
+    try:
+        return ImageTerm(expanded.read_bytes(), weight, name=path)
+    except OSError as exc:
+        raise UserError(f"cannot read {what}: {exc.strerror or exc}") from exc
+
+
+def query_terms(query: str) -> list[Term]:
+    """The terms of the QUERY argument: plain words are one text term as typed (as always)."""
+    from ..query_syntax import QuerySyntaxError, is_plain, parse
+    from ..search import IdTerm, TextTerm
+
+    try:
+        if is_plain(query):
+            return [TextTerm(query)]
+        parsed = parse(query)
+    except QuerySyntaxError as exc:
+        raise UserError(str(exc)) from exc
+    terms: list[Term] = []
+    for term in parsed:
+        if term.kind == "text":
+            terms.append(TextTerm(term.value, term.weight))
+        elif term.kind == "id":
+            terms.append(IdTerm(term.value, term.weight))
+        else:
+            terms.append(read_image_term(term.value, term.weight, f"image {term.describe()}"))
+    return terms
+
+
 @friendly_errors
 def search(
-    query: Annotated[str | None, typer.Argument(
-        help="Words describing the picture, in the model's language(s).")] = None,
+    query: Annotated[str | None, typer.Argument(help=QUERY_HELP)] = None,
     image: Annotated[Path | None, typer.Option("--image", "-i", help="Find images like this file.")] = None,
     like: Annotated[str | None, typer.Option("--like", help="Find images like the indexed image with this id.")] = None,
     k: Annotated[int, typer.Option("-k", "--top", help="Number of results.")] = 10,
+    offset: Annotated[int, typer.Option("--offset", help="Skip this many results first (page n of k: "
+                                        "--offset (n-1)*k); offset + k is bounded, as the error says.")] = 0,
     min_score: Annotated[float | None, typer.Option("--min-score", help="Hide results scoring below this.")] = None,
     folder: Annotated[str | None, typer.Option("--folder", help="Only images under this folder.")] = None,
     label: Annotated[str | None, typer.Option("--label", help="Only images with this label.")] = None,
@@ -65,34 +112,31 @@ def search(
     threads: ThreadsOpt = None, precision: PrecisionOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print results as JSON.")] = False,
 ) -> None:
-    """Find images by text, by an example image file, or by an indexed image's id."""
-    from ..search import IdTerm, ImageTerm, Query, Searcher, Term, TextTerm
+    """Find images by text, by an example image file, by an indexed image's id, or a weighted sum of them.
+
+    Results are ranked by cosine similarity to the sum of each term's unit vector times its weight,
+    scaled back to unit length. --image and --like add a term of weight 1 to the QUERY's terms.
+    """
+    from ..search import IdTerm, Query, Searcher
     from ..store import Filters
     from ..workspace import open_workspace
 
-    given = [x is not None for x in (query, image, like)]
-    if sum(given) != 1:
-        raise UserError("give exactly one of: a text QUERY, --image FILE, or --like ID")
-    term: Term
-    if query is not None:
-        term = TextTerm(query)
-    elif image is not None:
-        try:
-            term = ImageTerm(image.read_bytes())
-        except OSError as exc:
-            raise UserError(f"cannot read --image {image}: {exc.strerror or exc}") from exc
-    else:
-        assert like is not None
-        term = IdTerm(like)
+    if query is None and image is None and like is None:
+        raise UserError("give a QUERY, --image FILE or --like ID (or several: their terms are summed)")
+    terms = query_terms(query) if query is not None else []
+    if image is not None:
+        terms.append(read_image_term(str(image), 1.0, f"--image {image}"))
+    if like is not None:
+        terms.append(IdTerm(like))
     filters = Filters(folder=os.path.abspath(os.path.expanduser(folder)) if folder else "", label=label or "",
                       min_score=min_score)
     settings = settings_from(db=db, token=token, collection=collection, model=model, threads=threads,
                              precision=precision)
     ws = open_workspace(settings)
     try:
-        hits = Searcher(ws.store, ws.embedder).search(Query.of(term, k, filters))
+        hits = Searcher(ws.store, ws.embedder).search(Query(tuple(terms), k, filters, offset))
         if not hits and filters.folder:
             _require_indexed_under(ws.store, filters.folder, folder or "")
     finally:
         ws.close()
-    print_hits(hits, as_json)
+    print_hits(hits, as_json, first_rank=offset + 1)

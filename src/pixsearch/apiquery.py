@@ -1,0 +1,97 @@
+"""The JSON form of a query for ``POST /api/search``: a list of weighted terms, paging and filters.
+
+The models only describe shapes (they are in the OpenAPI schema, with examples); every bound that
+depends on the server (k, offset + k, the number of terms, the upload size) is the Searcher's, from
+``search.Limits``, so the API refuses exactly what the CLI and the page refuse (400, or 413 for an
+image over the upload limit).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import math
+
+from fastapi.openapi.models import Example
+from pydantic import BaseModel, ConfigDict, Field
+
+from .search import IdTerm, ImageTerm, Limits, QueryError, Term, TextTerm, UploadTooLarge
+
+WEIGHT = Field(1.0, ge=-100.0, le=100.0, allow_inf_nan=False,
+               description="How much this term counts; negative pushes results away from it.")
+
+
+class TextTermIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    text: str = Field(..., min_length=1, max_length=10_000, description="Words describing the picture.")
+    weight: float = WEIGHT
+
+
+class ImageTermIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    image: str = Field(..., min_length=1, description="An example image file (JPEG, PNG, ...), base64-encoded. "
+                       "All images of one request together are bounded by the upload limit.")
+    weight: float = WEIGHT
+
+
+class IdTermIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    image_id: str = Field(..., pattern=r"^[0-9a-f]{16}$", description="An indexed image's id, from a search result.")
+    weight: float = WEIGHT
+
+
+TermIn = TextTermIn | ImageTermIn | IdTermIn
+
+EXAMPLES: dict[str, Example] = {
+    "text": {"summary": "Words only", "value": {"terms": [{"text": "a red dress"}], "k": 10}},
+    "combined": {"summary": "Words, minus words, plus an indexed image", "value": {
+        "terms": [{"text": "beach"}, {"text": "people", "weight": -1.0},
+                  {"image_id": "0123456789abcdef", "weight": 0.5}], "k": 10, "min_score": 0.1}},
+    "page2": {"summary": "The second page of 10", "value": {"terms": [{"text": "a hat"}], "k": 10, "offset": 10}},
+}
+
+
+class SearchBody(BaseModel):
+    """A query: the weighted sum of its terms' unit vectors, scaled back to unit length."""
+
+    model_config = ConfigDict(extra="forbid")
+    terms: list[TermIn] = Field(..., min_length=1, description="Texts, base64 images and indexed ids, each with a "
+                                "weight (default 1); the server bounds how many.")
+    k: int = Field(10, ge=1, description="Number of results (at most the server's max, as GET /api/search says).")
+    offset: int = Field(0, ge=0, description="Results to skip: page n (from 0) of size k is offset n*k; "
+                        "offset + k is bounded by the server. Pages continue each other exactly.")
+    min_score: float | None = Field(None, ge=-1.0, le=1.0, description="Hide results scoring below this.")
+    folder: str = Field("", max_length=4096, description="Only images in or under this absolute folder.")
+    label: str = Field("", max_length=512, description="Only images with this label.")
+
+
+def base64_chars(size: int) -> int:
+    """Characters of the base64 form of *size* bytes."""
+    return 4 * math.ceil(size / 3)
+
+
+def json_body_limit(limits: Limits) -> int:
+    """The most bytes a JSON search body may carry: one upload's worth of base64, plus the rest."""
+    return base64_chars(limits.max_upload_bytes) + 64 * 1024
+
+
+def to_terms(body: SearchBody, limits: Limits) -> tuple[Term, ...]:
+    """The Searcher's terms; a bad image names its term (1-based, as the Searcher's errors do)."""
+    limits.check_terms(len(body.terms))
+    terms: list[Term] = []
+    budget = limits.max_upload_bytes
+    for number, term in enumerate(body.terms, start=1):
+        if isinstance(term, TextTermIn):
+            terms.append(TextTerm(term.text, term.weight))
+        elif isinstance(term, IdTermIn):
+            terms.append(IdTerm(term.image_id, term.weight))
+        else:
+            if len(term.image) > base64_chars(budget) + 4:
+                raise UploadTooLarge(f"term {number} (image): {limits.upload_rule}, all images of a query together")
+            try:
+                data = base64.b64decode(term.image, validate=True)
+            except (binascii.Error, ValueError) as exc:
+                raise QueryError(f"term {number} (image): not valid base64 ({exc})") from exc
+            budget -= len(data)
+            terms.append(ImageTerm(data, term.weight))
+    return tuple(terms)
