@@ -140,12 +140,15 @@ def test_combined_terms_in_json(client, library):
 
 @pytest.mark.parametrize(("terms", "status", "words"), [
     ([], 422, "terms"),
-    ([{"text": "hat", "image_id": "0123456789abcdef"}], 422, "terms"),
+    ([{"text": "hat", "image_id": "0123456789abcdef"}], 422, "terms.0: a term has exactly one of: text, image, image_id"),
+    ([{}], 422, "terms.0: a term has exactly one of"),
     ([{"text": "hat"}, {"image_id": "ffffffffffffffff"}], 404, "term 2 (image id 'ffffffffffffffff')"),
     ([{"text": "hat"}, {"image": "not base64!"}], 400, "term 2 (image): not valid base64"),
     ([{"text": "hat"}, {"image": "aGVsbG8="}], 400, "term 2 (image of 5 bytes): not a usable image"),
     ([{"text": "hat"}, {"text": "hat", "weight": -1}], 400, "cancel out"),
     ([{"text": "hat", "weight": "heavy"}], 422, "weight"),
+    # The error is about the form the term takes, not also about the two forms it does not.
+    ([{"text": "hat", "weight": 1000}], 422, "terms.0.text.weight: Input should be less than or equal to 100"),
     ([{"text": "x"}] * 17, 400, "too many query terms"),
 ])
 def test_bad_terms_are_named(client, terms, status, words):

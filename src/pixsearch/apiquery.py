@@ -11,9 +11,10 @@ from __future__ import annotations
 import base64
 import binascii
 import math
+from typing import Annotated, Any
 
 from fastapi.openapi.models import Example
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 
 from .search import IdTerm, ImageTerm, Limits, QueryError, Term, TextTerm, UploadTooLarge
 
@@ -40,7 +41,24 @@ class IdTermIn(BaseModel):
     weight: float = WEIGHT
 
 
-TermIn = TextTermIn | ImageTermIn | IdTermIn
+TERM_KINDS = ("text", "image", "image_id")
+
+
+def term_kind(value: Any) -> str | None:
+    """Which form a term takes, from the one kind key it carries, so a bad text term is told about
+    its text and weight, not also about the fields of the two forms it is not."""
+    if isinstance(value, dict):
+        kinds = [kind for kind in TERM_KINDS if kind in value]
+        return kinds[0] if len(kinds) == 1 else None
+    kinds_of_models: dict[type[BaseModel], str] = {TextTermIn: "text", ImageTermIn: "image", IdTermIn: "image_id"}
+    return kinds_of_models.get(type(value))
+
+
+TermIn = Annotated[
+    Annotated[TextTermIn, Tag("text")] | Annotated[ImageTermIn, Tag("image")] | Annotated[IdTermIn, Tag("image_id")],
+    Discriminator(term_kind, custom_error_type="term_kind",
+                  custom_error_message="a term has exactly one of: text, image, image_id"),
+]
 
 EXAMPLES: dict[str, Example] = {
     "text": {"summary": "Words only", "value": {"terms": [{"text": "a red dress"}], "k": 10}},
