@@ -213,4 +213,7 @@ def test_quantize_command(immich_model, own_cache, tmp_path):
     # the next index run says which precision it chose
     indexed = run_cli("index", str(SAMPLES), "--model", str(immich_model), "--db", str(tmp_path / "q.db"))
     chosen = "int8" if variant["verified"] is True else "fp32"
-    assert f"({immich_model.name}, {chosen})" in indexed.stderr.replace("\n", "")
+    # Whether the image tower itself beat fp32 is a timing on a shared machine: the variant may keep
+    # it in fp32 and say so ("int8, image tower fp32"); the precision named first is the variant's.
+    said = indexed.stderr.replace("\n", "")
+    assert f"({immich_model.name}, {chosen})" in said or f"({immich_model.name}, {chosen}, image tower fp32)" in said
