@@ -99,7 +99,7 @@ class TowerChoice:
     """What won for one tower, and the numbers it won on."""
 
     variant: str
-    """The precision this tower runs: "int8" or "fp32"."""
+    """What this tower runs: "int8" or "fp32" (ONNX Runtime), or "openvino-fp32" / "openvino-bf16"."""
     fp32_rate: float
     """Items per second in fp32 on the samples (images in batches; queries one at a time)."""
     rate: float
