@@ -145,8 +145,8 @@ def test_forced_precision_skips_measuring(tiny_model, sample_dir, own_cache):
 
 
 def test_unknown_backend_is_refused(tiny_model, sample_dir, own_cache):
-    result = run_cli("index", str(sample_dir), "--model", str(tiny_model), "--backend", "openvino", check=False)
-    assert result.returncode == 2 and "backend 'openvino' is not available" in result.stderr
+    result = run_cli("index", str(sample_dir), "--model", str(tiny_model), "--backend", "tensorrt", check=False)
+    assert result.returncode == 2 and "backend 'tensorrt' is not available" in result.stderr
     assert not Path("pixsearch.db").exists()
 
 

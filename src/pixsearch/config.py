@@ -56,7 +56,8 @@ class Settings:
     ``index`` of a model here with at least ``precision_min_images`` new images builds, verifies and
     times the candidates once (cached per model and machine); smaller runs use fp32."""
     backend: str = "auto"
-    """Inference backend: auto or onnxruntime (the only one today)."""
+    """Inference backend: auto, onnxruntime or openvino (``pixsearch[openvino]``). ``auto`` runs ONNX
+    Runtime unless the first big ``index`` measured OpenVINO faster and verified it here."""
     precision_min_images: int = 1000
     """New images an ``index`` run needs before ``auto`` builds and measures an INT8 variant: the
     measured break-even. ViT-B/32 on a shared 2-core AMD EPYC Zen 4 (``python -m bench.auto_precision``):

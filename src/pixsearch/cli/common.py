@@ -35,7 +35,8 @@ PrecisionOpt = Annotated[str | None, typer.Option("--precision", help=(
     "auto (default): the fastest variant verified against fp32 on this machine, measured once on the first "
     "big index of a model; fp32 or int8 force one. Env: PIXSEARCH_PRECISION."))]
 BackendOpt = Annotated[str | None, typer.Option("--backend", help=(
-    "Inference backend: auto (default) or onnxruntime (the only one today). Env: PIXSEARCH_BACKEND."))]
+    "Inference backend: auto (default), onnxruntime or openvino (pip install 'pixsearch[openvino]'). "
+    "Env: PIXSEARCH_BACKEND."))]
 
 EXIT_OK = 0
 EXIT_NOTHING_INDEXED = 1

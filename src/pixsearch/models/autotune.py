@@ -13,8 +13,9 @@ files (``variants.source_of``) finds no entry and measures again.
 Query-time code (``serve``, ``search``) only reads the record for the text tower: it never
 builds variants, since a query must not wait tens of seconds.
 
-Candidates are a list (``CANDIDATES``): today ONNX Runtime dynamic INT8 only; another
-backend (OpenVINO, ...) adds a ``Candidate`` whose ``build`` returns a ``CandidateResult``.
+Candidates are a list (``CANDIDATES``): ONNX Runtime dynamic INT8, and OpenVINO fp32 and
+bf16-hint (``openvino.py``) when the ``openvino`` extra imports; each ``build`` returns a
+``CandidateResult`` timed and verified against ONNX Runtime fp32 on the same samples.
 """
 
 from __future__ import annotations
@@ -32,12 +33,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .base import Embedder
 from .onnx import default_threads
 from .spec import ModelError, ModelSpec
 from .variants import overlay_dir, source_of
 
 DECISIONS = "decisions.json"
-BACKENDS = ("onnxruntime",)
+BACKENDS = ("onnxruntime", "openvino")
 """Backends pixsearch runs today; ``auto`` picks among them."""
 PRECISIONS = ("auto", "fp32", "int8")
 SAMPLE_IMAGES = 32
@@ -73,9 +75,15 @@ def machine_fingerprint(threads: int = 0) -> dict[str, Any]:
     """What the measured speeds depend on besides the model: CPU, ISA flags, runtime, threads."""
     import onnxruntime
 
+    from .openvino import openvino_version
+
     cpu, flags = _cpu()
-    return {"cpu": cpu, "isa": flags, "onnxruntime": onnxruntime.__version__,
-            "threads": threads or default_threads()}
+    machine = {"cpu": cpu, "isa": flags, "onnxruntime": onnxruntime.__version__,
+               "threads": threads or default_threads()}
+    version = openvino_version()
+    if version is not None:  # installing, upgrading or removing OpenVINO can change the winner
+        machine["openvino"] = version
+    return machine
 
 
 def machine_key(machine: dict[str, Any]) -> str:
@@ -91,7 +99,7 @@ class TowerChoice:
     """What won for one tower, and the numbers it won on."""
 
     variant: str
-    """The precision this tower runs: "int8" or "fp32"."""
+    """What this tower runs: "int8" or "fp32" (ONNX Runtime), or "openvino-fp32" / "openvino-bf16"."""
     fp32_rate: float
     """Items per second in fp32 on the samples (images in batches; queries one at a time)."""
     rate: float
@@ -233,14 +241,76 @@ def _build_ort_int8(spec: ModelSpec, cache_dir: Path, samples: Sequence[Path], t
     return CandidateResult(report.verified, towers[0], towers[1], report.images, failure)
 
 
-CANDIDATES: tuple[Candidate, ...] = (Candidate("int8", "onnxruntime", _build_ort_int8),)
-"""What ``auto`` tries against fp32, in order; the fastest verified one wins."""
+def _build_openvino(precision: str) -> Callable[[ModelSpec, Path, Sequence[Path], int, float, Log], CandidateResult]:
+    """OpenVINO at *precision* (fp32 or bf16 hint), verified and timed against ONNX Runtime fp32 with
+    ``pixsearch quantize``'s bar: cosine >= min_cosine on every sample image and query, top-10 agreement."""
+
+    def build(spec: ModelSpec, cache_dir: Path, samples: Sequence[Path], threads: int, min_cosine: float,
+              say: Log) -> CandidateResult:
+        from .onnx import OnnxEmbedder
+        from .openvino import OpenVinoEmbedder
+        from .quantize import DEFAULT_QUERIES, MIN_SPEEDUP, MIN_TOP10_OVERLAP, _cosines, _runner, _timed, top_k_overlap
+
+        reference = OnnxEmbedder(spec, threads=threads)
+        trial = OpenVinoEmbedder(spec, cache_dir, threads=threads, precision=precision)
+        crops = _readable_crops(reference, samples)
+        queries = list(DEFAULT_QUERIES)
+        say(f"openvino-{precision}: timing against onnxruntime fp32 on {len(crops)} images")
+        towers, worst, vectors = [], 1.0, []
+        for tower, items in (("image", crops), ("text", queries)):
+            ref, ref_secs = _timed(tower, _runner(reference, tower), items)  # type: ignore[arg-type]
+            out, secs = _timed(tower, _runner(trial, tower), items)  # type: ignore[arg-type]
+            cosine = float(_cosines(ref, out).min())
+            worst = min(worst, cosine)
+            vectors.append((ref, out))
+            towers.append((len(items) / ref_secs, len(items) / secs, cosine))
+        overlap = top_k_overlap(vectors[1][0], vectors[0][0], vectors[1][1], vectors[0][1])
+        verified = worst >= min_cosine and overlap >= MIN_TOP10_OVERLAP
+        faster = towers[0][1] >= MIN_SPEEDUP * towers[0][0]  # indexing speed decides the backend
+        name = f"openvino-{precision}" if faster else "fp32"
+        image, text = (TowerChoice(name, round(base, 2), round(rate, 2), round(cos, 5), "openvino")
+                       for base, rate, cos in towers)
+        failure = "" if verified else (f"min cosine {worst:.4f}, needs {min_cosine}" if worst < min_cosine else
+                                       f"top-10 overlap {overlap:.2f}, needs {MIN_TOP10_OVERLAP}")
+        return CandidateResult(verified, image, text, len(crops), failure)
+
+    return build
+
+
+def _readable_crops(embedder: Embedder, samples: Sequence[Path]) -> list[Any]:
+    """Model-sized crops of the *samples* that decode (at least 10, else ModelError: nothing to verify on)."""
+    from ..images import ImageError, load_image
+
+    crops = []
+    for path in samples:
+        try:
+            crops.append(embedder.prepare(load_image(path, min_side=embedder.min_decode_side).rgb))
+        except ImageError:
+            continue
+    if len(crops) < 10:
+        raise ModelError(f"verification needs at least 10 readable sample images, found {len(crops)}")
+    return crops
+
+
+CANDIDATES: tuple[Candidate, ...] = (
+    Candidate("int8", "onnxruntime", _build_ort_int8),
+    Candidate("openvino-fp32", "openvino", _build_openvino("fp32")),
+    Candidate("openvino-bf16", "openvino", _build_openvino("bf16")),
+)
+"""What ``auto`` tries against fp32, in order; the fastest verified one wins. OpenVINO candidates
+run only where the ``openvino`` extra imports."""
 
 
 def candidates_for(backend: str) -> list[Candidate]:
-    """The candidates *backend* ("auto": every backend) offers; a user-actionable error for an unknown one."""
+    """The candidates *backend* ("auto": every installed backend) offers; a user-actionable error for an
+    unknown one, or for ``openvino`` without the extra."""
+    from .openvino import openvino_available, require_openvino
+
     check_backend(backend)
-    return [c for c in CANDIDATES if backend in ("auto", c.backend)]
+    if backend == "openvino":
+        require_openvino()
+    usable = {"onnxruntime", *(("openvino",) if openvino_available() else ())}
+    return [c for c in CANDIDATES if backend in ("auto", c.backend) and c.backend in usable]
 
 
 def check_backend(backend: str) -> None:

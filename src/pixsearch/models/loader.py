@@ -151,15 +151,31 @@ def load_embedder(name: str, cache_dir: Path | str, threads: int = 0, precision:
     """Ready-to-use embedder for ``--model`` *name* (towers load lazily on first use).
 
     Loading never measures or builds anything: with ``auto`` it reads the decision the first
-    big ``index`` recorded (``autotune``), so query-time loads stay fast.
+    big ``index`` recorded (``autotune``), so query-time loads stay fast. ``--backend openvino``
+    runs OpenVINO (the extra); ``auto`` runs it only when that decision chose it.
     """
     check_backend(backend)
     cache = Path(cache_dir).expanduser()
     spec = spec or load_spec(name, cache)
     decision = machine_decision(spec, cache, threads) if precision == "auto" else None
+    measured_faster = (decision is not None and decision.backend == "openvino"
+                       and decision.variant.startswith("openvino-"))
+    if backend == "openvino" or (backend == "auto" and measured_faster):
+        return _openvino_embedder(spec, cache, threads, precision, decision)
     variant = choose_variant(spec, precision, decision)
     if variant != "fp32" and variant not in spec.variants:
         raise ModelError(f"model {spec.model_id!r} has no {variant} variant on this machine; run `pixsearch "
                          f"quantize --model {name} --images DIR` (or `pixsearch index` with --precision auto) "
                          f"first, or use --precision fp32")
     return OnnxEmbedder(spec, threads=threads, variant=variant)
+
+
+def _openvino_embedder(spec: ModelSpec, cache: Path, threads: int, precision: str,
+                       decision: Decision | None) -> OnnxEmbedder:
+    """OpenVINO at the precision asked for; ``auto``: what an OpenVINO decision chose, else exact fp32."""
+    from .openvino import OpenVinoEmbedder
+
+    if precision == "auto":
+        chosen = decision.variant if decision is not None and decision.backend == "openvino" else "fp32"
+        precision = chosen.removeprefix("openvino-")  # a decision measured for OpenVINO: "openvino-bf16"...
+    return OpenVinoEmbedder(spec, cache, threads=threads, precision=precision)

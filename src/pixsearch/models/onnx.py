@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import string
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -48,31 +48,42 @@ def _open_session(path: Path, threads: int) -> onnxruntime.InferenceSession:
     return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
 
 
+Runner = Callable[[dict[str, Array]], Array]
+
+
 @dataclass
 class _Tower:
-    """An open ONNX session and how to call it."""
+    """An open tower (ONNX Runtime session or OpenVINO compiled model) and how to call it."""
 
-    session: onnxruntime.InferenceSession
-    output: str
+    inputs: dict[str, str]
+    """Input names, in order, and their ONNX type strings ("tensor(int64)", ...)."""
+    call: Runner
+    """One run of the tower on a feed: its embedding output."""
     fixed_batch: int | None
     """Some exports (Immich's) are traced for batch 1 only; then items run one by one."""
+
+    @property
+    def first_input(self) -> str:
+        return next(iter(self.inputs))
 
     def run(self, feed: dict[str, Array]) -> Array:
         count = len(next(iter(feed.values())))
         if self.fixed_batch is None or self.fixed_batch == count:
-            return self._once(feed)
+            return self.call(feed)
         step = self.fixed_batch
-        return np.concatenate([self._once({k: v[i:i + step] for k, v in feed.items()}) for i in range(0, count, step)])
-
-    def _once(self, feed: dict[str, Array]) -> Array:
-        return np.asarray(self.session.run([self.output], feed)[0])
+        return np.concatenate([self.call({k: v[i:i + step] for k, v in feed.items()}) for i in range(0, count, step)])
 
 
 def _tower(path: Path, threads: int, output: str) -> _Tower:
     session = _open_session(path, threads)
     outputs = [o.name for o in session.get_outputs()]
+    name = output if output in outputs else outputs[0]
     batch = session.get_inputs()[0].shape[0]
-    return _Tower(session=session, output=output if output in outputs else outputs[0],
+
+    def call(feed: dict[str, Array]) -> Array:
+        return np.asarray(session.run([name], feed)[0])
+
+    return _Tower(inputs={i.name: i.type for i in session.get_inputs()}, call=call,
                   fixed_batch=batch if isinstance(batch, int) and batch > 0 else None)
 
 
@@ -107,17 +118,22 @@ class OnnxEmbedder(Embedder):
     def _file(self, tower: Tower) -> Path:
         return self.spec.path(self.spec.tower_file(tower, self.variant))
 
+    def _open_tower(self, tower: Tower) -> _Tower:
+        """Open one tower's file; another backend (``openvino.py``) overrides only this."""
+        return _tower(self._file(tower), self.threads, self.spec.image.output if tower == "image" else
+                      self.spec.text.output)
+
     def image_tower(self) -> _Tower:
         with self._lock:
             if self._image is None:
-                self._image = _tower(self._file("image"), self.threads, self.spec.image.output)
+                self._image = self._open_tower("image")
             return self._image
 
     def text_tower(self) -> _Tower:
         with self._lock:
             if self._text is None:
                 self._tokenizer = self._make_tokenizer()
-                self._text = _tower(self._file("text"), self.threads, self.spec.text.output)
+                self._text = self._open_tower("text")
             return self._text
 
     def _make_tokenizer(self) -> Tokenizer:
@@ -140,7 +156,7 @@ class OnnxEmbedder(Embedder):
             return np.zeros((0, self.dim), dtype=np.float32)
         tower = self.image_tower()
         batch = to_model_input(crops, self.preprocess)
-        return l2_normalize(tower.run({tower.session.get_inputs()[0].name: batch}))
+        return l2_normalize(tower.run({tower.first_input: batch}))
 
     def tokenize(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """Token ids and attention mask, cleaned, truncated and padded as the model was trained."""
@@ -158,7 +174,7 @@ class OnnxEmbedder(Embedder):
             return np.zeros((0, self.dim), dtype=np.float32)
         tower = self.text_tower()
         ids, mask = self.tokenize(texts)
-        inputs = {i.name: i.type for i in tower.session.get_inputs()}
+        inputs = tower.inputs
         id_name = next((n for n in (self.spec.text.input_ids, "input_ids", "text") if n in inputs), None)
         if id_name is None:
             raise ModelError(f"{self._file('text')}: no token-id input among {sorted(inputs)}")
