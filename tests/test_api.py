@@ -140,7 +140,8 @@ def test_combined_terms_in_json(client, library):
 
 @pytest.mark.parametrize(("terms", "status", "words"), [
     ([], 422, "terms"),
-    ([{"text": "hat", "image_id": "0123456789abcdef"}], 422, "terms.0: a term has exactly one of: text, image, image_id"),
+    ([{"text": "hat", "image_id": "0123456789abcdef"}], 422,
+     "terms.0: a term has exactly one of: text, image, image_id"),
     ([{}], 422, "terms.0: a term has exactly one of"),
     ([{"text": "hat"}, {"image_id": "ffffffffffffffff"}], 404, "term 2 (image id 'ffffffffffffffff')"),
     ([{"text": "hat"}, {"image": "not base64!"}], 400, "term 2 (image): not valid base64"),

@@ -9,7 +9,10 @@ from datetime import UTC, datetime
 import cv2
 import numpy as np
 import pytest
+from fastapi.testclient import TestClient
 
+from pixsearch.api import create_app
+from pixsearch.config import Settings
 from pixsearch.store import Filters
 
 from .conftest import run_cli
@@ -37,8 +40,8 @@ def dated(tmp_path, tiny_model):
         ORIGINAL: b"2023:06:15 08:30:00\x00"})))
     (folder / "plain.jpg").write_bytes(photo((30, 30, 200)))
     os.utime(folder / "plain.jpg", (MTIME, MTIME))
-    run_cli("index", str(folder), "--model", str(tiny_model))
-    return folder
+    run_cli("index", str(folder), "--model", str(tiny_model), "--db", str(tmp_path / "dates.db"))
+    return tmp_path / "dates.db"
 
 
 def _with_app1(jpeg: bytes, tiff: bytes) -> bytes:
@@ -48,7 +51,8 @@ def _with_app1(jpeg: bytes, tiff: bytes) -> bytes:
 
 
 def search(*args: str) -> list[dict]:
-    return json.loads(run_cli("search", "a photo", "-k", "10", *args, "--json").stdout)
+    db = os.path.join(os.getcwd(), "dates.db")  # the dated fixture's (tests run in their tmp_path)
+    return json.loads(run_cli("search", "a photo", "-k", "10", "--db", db, *args, "--json").stdout)
 
 
 def test_indexed_rows_carry_their_capture_time_and_where_it_came_from(dated):
@@ -79,7 +83,7 @@ def test_sort_by_date_orders_the_results_newest_first(dated):
     (("--sort", "size"), "sort must be one of relevance, date"),
 ])
 def test_bad_dates_and_sorts_are_clear_errors(dated, args, words):
-    result = run_cli("search", "a photo", *args, check=False)
+    result = run_cli("search", "a photo", "--db", str(dated), *args, check=False)
     assert result.returncode != 0 and words in result.stdout + result.stderr
 
 
@@ -94,3 +98,30 @@ def test_the_date_filter_expression_on_both_backends(backend):
     assert sorted(h.fields["taken_at"] for h in hits) == [3000.0, 4000.0, 5000.0]
     assert len(store.search(query, k=10, filter=Filters(after=9000.5).expression())[0]) == 0
     store.close()
+
+
+def test_the_api_filters_and_sorts_by_date_on_every_search_endpoint(dated, tiny_model):
+    settings = Settings(db=str(dated), model=str(tiny_model), cache_dir=os.environ["PIXSEARCH_CACHE_DIR"], threads=1)
+    with TestClient(create_app(settings, with_ui=False)) as client:
+        def names(response) -> list[str]:
+            assert response.status_code == 200, response.text
+            return [os.path.basename(r["path"]) for r in response.json()["results"]]
+
+        everything = client.get("/api/search", params={"q": "a photo", "sort": "date"})
+        assert names(everything) == ["offset.jpg", "local.jpg", "plain.jpg"]
+        first = everything.json()["results"][0]["fields"]
+        assert (first["taken_at"], first["taken_from"]) == ("2024-05-01T10:00:00+00:00", "exif")
+        recent = {"after": "2023-01-01", "sort": "date"}
+        assert names(client.get("/api/search", params={"q": "a photo", **recent})) == ["offset.jpg", "local.jpg"]
+        body = {"terms": [{"text": "a photo"}], "before": "2023-06-15T08:30:00"}
+        assert names(client.post("/api/search", json=body)) == ["plain.jpg"]
+        image_id = everything.json()["results"][2]["id"]
+        similar = client.get(f"/api/search/similar/{image_id}", params={"after": "2022-01-01", "sort": "date"})
+        assert names(similar) == ["offset.jpg", "local.jpg"]
+        upload = client.post("/api/search/image", params={"before": "2024-01-01"},
+                             files={"file": ("q.jpg", photo((10, 10, 10)), "image/jpeg")})
+        assert sorted(names(upload)) == ["local.jpg", "plain.jpg"]
+        bad = client.get("/api/search", params={"q": "a photo", "after": "soon"})
+        assert bad.status_code == 400 and "not an ISO date" in bad.text
+        assert client.get("/api/search", params={"q": "a photo", "sort": "size"}).status_code == 422
+        assert client.post("/api/search", json={**body, "sort": "size"}).status_code == 422

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 import numpy as np
 
 from .errors import PixsearchError
+from .exif import iso
 from .images import ImageError, decode_image
 from .models.base import Embedder
 from .store import Filters, Hit, ImageRow, Store
@@ -128,6 +129,15 @@ def parse_date(text: str, what: str = "date") -> float:
         raise QueryError(f"{what} {text!r} is not an ISO date or date-time (like 2024-05-01 or "
                          "2024-05-01T12:00+02:00)") from None
     return (moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)).timestamp()
+
+
+def hit_fields(hit: Hit) -> dict[str, object]:
+    """A hit's stored fields as every front end shows them: the capture time as ISO text
+    (with its UTC offset, except a wall-clock ``exif-local`` one; ``taken_from`` says which)."""
+    fields = dict(hit.fields)
+    if fields.get("taken_at") is not None:
+        fields["taken_at"] = iso(float(fields["taken_at"]), str(fields.get("taken_from", "")))
+    return fields
 
 
 def check_sort(sort: str) -> str:

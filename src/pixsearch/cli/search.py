@@ -33,17 +33,9 @@ if TYPE_CHECKING:
     from ..search import ImageTerm, Term
 
 
-def hit_fields(hit: Hit) -> dict[str, object]:
-    """A hit's stored fields as shown: the capture time as ISO text (``taken_from`` says what it is)."""
-    from ..exif import iso
-
-    fields = dict(hit.fields)
-    if fields.get("taken_at") is not None:
-        fields["taken_at"] = iso(float(fields["taken_at"]), str(fields.get("taken_from", "")))
-    return fields
-
-
 def print_hits(hits: Sequence[Hit], as_json: bool, first_rank: int = 1) -> None:
+    from ..search import hit_fields
+
     if as_json:
         console.print_json(json.dumps([{"id": h.id, "score": round(h.score, 6), **hit_fields(h)} for h in hits]))
         return
