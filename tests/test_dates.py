@@ -125,3 +125,20 @@ def test_the_api_filters_and_sorts_by_date_on_every_search_endpoint(dated, tiny_
         assert bad.status_code == 400 and "not an ISO date" in bad.text
         assert client.get("/api/search", params={"q": "a photo", "sort": "size"}).status_code == 422
         assert client.post("/api/search", json={**body, "sort": "size"}).status_code == 422
+
+
+def test_the_page_filters_by_its_date_boxes_and_sorts_by_capture_date(dated, tiny_model):
+    from pixsearch.ui import ANY, details_markdown, run_page, run_query
+
+    settings = Settings(db=str(dated), model=str(tiny_model), cache_dir=os.environ["PIXSEARCH_CACHE_DIR"], threads=1)
+    with TestClient(create_app(settings)) as client:
+        service = client.app.state.service
+        query = {"text": "a photo", "image": None, "examples": []}
+        _, message, shown = run_query(service, query, 10, 0.0, ANY, ANY, "date")
+        assert [os.path.basename(r["path"]) for r in shown] == ["offset.jpg", "local.jpg", "plain.jpg"]
+        assert "newest first" in message
+        assert "taken 2024-05-01T10:00:00+00:00 (EXIF)" in details_markdown(shown[0])
+        _, _, recent, _ = run_page(service, query, 10, 0.0, ANY, ANY, "date", after="2023-01-01", before=" ")
+        assert [os.path.basename(r["path"]) for r in recent] == ["offset.jpg", "local.jpg"]
+        items, message, results, _ = run_page(service, query, 10, 0.0, ANY, ANY, "date", before="yesterday")
+        assert items == [] and results == [] and "before 'yesterday' is not an ISO date" in message

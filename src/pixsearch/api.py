@@ -13,7 +13,6 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import replace
 from typing import Any, Literal
 
 from fastapi import Body, Depends, FastAPI, File, Path, Query, Request, UploadFile
@@ -201,12 +200,6 @@ def result(hit: Hit, prefix: str = "") -> Result:
                   thumbnail_url=f"{prefix}/api/thumbnails/{hit.id}", image_url=f"{prefix}/api/images/{hit.id}")
 
 
-def dated(filters: Filters, after: str | None, before: str | None) -> Filters:
-    """*filters* narrowed to capture dates from *after* (inclusive) to *before* (exclusive), ISO text."""
-    return replace(filters, after=search.parse_date(after, "after") if after else None,
-                   before=search.parse_date(before, "before") if before else None)
-
-
 def _answer(service: SearchService, terms: tuple[Term, ...], k: int, filters: Filters, request: Request,
             offset: int = 0, sort: str = "relevance") -> SearchResponse:
     """Run one query through the service's Searcher and time it."""
@@ -259,7 +252,7 @@ def add_api_routes(app: FastAPI, service: SearchService) -> None:
                     sort: Literal["relevance", "date"] = sort_param) -> SearchResponse:
         """Images that best match a text description."""
         return _answer(service, (TextTerm(q),), k,
-                       dated(make_filters(folder, label, min_score), after, before), request, offset, sort)
+                       search.with_dates(make_filters(folder, label, min_score), after, before), request, offset, sort)
 
     @app.post("/api/search", response_model=SearchResponse, dependencies=guard, tags=["search"],
               responses=answers(400, 404, 413, 422, 503, token=token))
@@ -268,7 +261,7 @@ def add_api_routes(app: FastAPI, service: SearchService) -> None:
 
         Each term's vector is scaled to unit length, multiplied by its weight (negative: less like
         this), summed, and the sum scaled back to unit length. Errors name the bad term (1-based)."""
-        filters = dated(make_filters(body.folder, body.label, body.min_score), body.after, body.before)
+        filters = search.with_dates(make_filters(body.folder, body.label, body.min_score), body.after, body.before)
         return _answer(service, to_terms(body, limits), body.k, filters, request, body.offset, body.sort)
 
     @app.post("/api/search/image", response_model=SearchResponse, dependencies=guard, tags=["search"],
@@ -281,7 +274,7 @@ def add_api_routes(app: FastAPI, service: SearchService) -> None:
         """Images that look like an uploaded example image."""
         data = file.file.read(limits.max_upload_bytes + 1)  # one byte over is enough for the Searcher to refuse
         return _answer(service, (ImageTerm(data),), k,
-                       dated(make_filters(folder, label, min_score), after, before), request, offset, sort)
+                       search.with_dates(make_filters(folder, label, min_score), after, before), request, offset, sort)
 
     @app.get("/api/search/similar/{image_id}", response_model=SearchResponse, dependencies=guard, tags=["search"],
              responses=answers(400, 422, *id_statuses, token=token))
@@ -292,7 +285,7 @@ def add_api_routes(app: FastAPI, service: SearchService) -> None:
                      sort: Literal["relevance", "date"] = sort_param) -> SearchResponse:
         """More like this: images close to an indexed image (which comes first, with score ~1)."""
         return _answer(service, (IdTerm(image_id),), k,
-                       dated(make_filters(folder, label, min_score), after, before), request, offset, sort)
+                       search.with_dates(make_filters(folder, label, min_score), after, before), request, offset, sort)
 
     @app.get("/api/images/{image_id}", dependencies=guard, tags=["images"], response_class=Response,
              responses={200: {**image_answer("image/*"), "headers": ETAG_HEADER},

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 import numpy as np
@@ -138,6 +138,14 @@ def hit_fields(hit: Hit) -> dict[str, object]:
     if fields.get("taken_at") is not None:
         fields["taken_at"] = iso(float(fields["taken_at"]), str(fields.get("taken_from", "")))
     return fields
+
+
+def with_dates(filters: Filters, after: str | None, before: str | None) -> Filters:
+    """*filters* narrowed to capture dates from *after* (inclusive) to *before* (exclusive), ISO text;
+    blank text leaves that side open."""
+    after, before = (after or "").strip(), (before or "").strip()
+    return replace(filters, after=parse_date(after, "after") if after else None,
+                   before=parse_date(before, "before") if before else None)
 
 
 def check_sort(sort: str) -> str:
