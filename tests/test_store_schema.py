@@ -7,6 +7,7 @@ import pytest
 
 from pixsearch.store import SkipLog, StoreError, migrations, schema
 from pixsearch.store.migrations import MIGRATING_SUFFIX, Migration
+from pixsearch.store.rows import FIELDS_V1
 
 from .test_store import rows
 
@@ -35,16 +36,16 @@ def count_calls(monkeypatch, store) -> list[int]:
 
 
 def upper_labels() -> Migration:
-    return Migration(source=1, summary="labels upper-cased (a test migration)",
+    return Migration(source=2, summary="labels upper-cased (a test migration)",
                      transform=lambda row: {**row, "label": row["label"].upper()})
 
 
 @pytest.fixture
-def version_2(monkeypatch):
-    """This code knows schema version 2, reached from 1 by upper-casing labels."""
-    monkeypatch.setattr(migrations, "MIGRATIONS", {})
+def version_3(monkeypatch):
+    """This code knows schema version 3, reached from 2 by upper-casing labels."""
+    monkeypatch.setattr(migrations, "MIGRATIONS", dict(migrations.MIGRATIONS))
     migrations.register(upper_labels())
-    monkeypatch.setattr(schema, "SCHEMA_VERSION", 2)
+    monkeypatch.setattr(schema, "SCHEMA_VERSION", 3)
 
 
 def test_a_store_is_bound_to_one_collection_for_life(backend):
@@ -81,16 +82,16 @@ def test_count_only_where_shown_and_cached_until_a_write(backend, monkeypatch):
     store.close()
 
 
-def test_an_older_collection_is_migrated_on_open(backend, version_2):
+def test_an_older_collection_is_migrated_on_open(backend, version_3):
     with pytest.MonkeyPatch.context() as old:
-        old.setattr(schema, "SCHEMA_VERSION", 1)
+        old.setattr(schema, "SCHEMA_VERSION", 2)
         make_collection(backend)
         before = backend.store(NAME)
-        assert before.info().schema_version == 1
+        assert before.info().schema_version == 2
         before.close()
     store = backend.store(NAME)
     info = store.info(count=True)
-    assert info.schema_version == 2 and info.count == 30 and info.model_id == "model-a"
+    assert info.schema_version == 3 and info.count == 30 and info.model_id == "model-a"
     assert {r["label"] for r in store.iter_rows(("label",))} == {"L0", "L1", "L2"}
     data = rows(30)
     got = store.get([data[7]["id"]], with_vectors=True)[0]
@@ -104,9 +105,9 @@ def test_an_older_collection_is_migrated_on_open(backend, version_2):
     again.close()
 
 
-def test_a_migration_interrupted_after_the_copy_is_finished_on_the_next_open(backend, version_2, monkeypatch):
+def test_a_migration_interrupted_after_the_copy_is_finished_on_the_next_open(backend, version_3, monkeypatch):
     with pytest.MonkeyPatch.context() as old:
-        old.setattr(schema, "SCHEMA_VERSION", 1)
+        old.setattr(schema, "SCHEMA_VERSION", 2)
         make_collection(backend)
 
     def power_cut(collection, staging):
@@ -118,15 +119,15 @@ def test_a_migration_interrupted_after_the_copy_is_finished_on_the_next_open(bac
             backend.store(NAME)
     store = backend.store(NAME)  # the original is gone; the complete copy is restored
     info = store.info(count=True)
-    assert info.schema_version == 2 and info.count == 30
+    assert info.schema_version == 3 and info.count == 30
     assert {r["label"] for r in store.iter_rows(("label",))} == {"L0", "L1", "L2"}
     assert not store.other(NAME + MIGRATING_SUFFIX).exists()
     store.close()
 
 
-def test_a_migration_that_fails_mid_copy_leaves_the_collection_whole(backend, version_2, monkeypatch):
+def test_a_migration_that_fails_mid_copy_leaves_the_collection_whole(backend, version_3, monkeypatch):
     with pytest.MonkeyPatch.context() as old:
-        old.setattr(schema, "SCHEMA_VERSION", 1)
+        old.setattr(schema, "SCHEMA_VERSION", 2)
         make_collection(backend, n=30)
     seen: list[str] = []
 
@@ -137,20 +138,20 @@ def test_a_migration_that_fails_mid_copy_leaves_the_collection_whole(backend, ve
         return upper_labels().transform(row)
 
     with monkeypatch.context() as m:
-        m.setattr(migrations, "MIGRATIONS", {1: Migration(1, "broken", breaks_on_the_tenth)})
+        m.setattr(migrations, "MIGRATIONS", {**migrations.MIGRATIONS, 2: Migration(2, "broken", breaks_on_the_tenth)})
         with pytest.raises(ValueError):
             backend.store(NAME)
     store = backend.store(NAME)
     info = store.info(count=True)
-    assert info.schema_version == 2 and info.count == 30
+    assert info.schema_version == 3 and info.count == 30
     store.close()
 
 
 def test_a_newer_collection_is_refused_with_what_to_do(backend, monkeypatch):
     with pytest.MonkeyPatch.context() as newer:
-        newer.setattr(schema, "SCHEMA_VERSION", 3)
+        newer.setattr(schema, "SCHEMA_VERSION", 4)
         make_collection(backend)
-    with pytest.raises(StoreError, match=r"schema version 3, newer than this pixsearch knows \(1\).*Upgrade pixsearch"):
+    with pytest.raises(StoreError, match=r"schema version 4, newer than this pixsearch knows \(2\).*Upgrade pixsearch"):
         backend.store(NAME)
     with pytest.raises(StoreError, match="newer"):
         backend.store("").bind(NAME)
@@ -159,6 +160,28 @@ def test_a_newer_collection_is_refused_with_what_to_do(backend, monkeypatch):
 def test_a_version_without_a_migration_says_how_to_rebuild(backend, monkeypatch):
     make_collection(backend)
     monkeypatch.setattr(migrations, "MIGRATIONS", {})
-    monkeypatch.setattr(schema, "SCHEMA_VERSION", 2)
-    with pytest.raises(StoreError, match=r"schema version 1 and this pixsearch needs 2.*--collection NEW"):
+    monkeypatch.setattr(schema, "SCHEMA_VERSION", 3)
+    with pytest.raises(StoreError, match=r"schema version 2 and this pixsearch needs 3.*--collection NEW"):
         backend.store(NAME)
+
+
+def test_a_version_1_collection_gains_capture_dates_from_its_mtimes(backend):
+    """The real migration 1 -> 2: a collection written as pixsearch 1 wrote it (no taken_at/taken_from)."""
+    with pytest.MonkeyPatch.context() as old:
+        old.setattr(schema, "SCHEMA_VERSION", 1)
+        store = backend.store(NAME)
+        store.ensure_collection("model-a", "model-a", 8)
+        v1 = [{name: row[name] for name in FIELDS_V1} | {"vector": row["vector"].tolist()} for row in rows(12)]
+        store.write(v1)  # the version-1 layout refuses the new fields: write exactly the old ones
+        assert store.info().schema_version == 1
+        store.close()
+    store = backend.store(NAME)
+    assert store.info().schema_version == 2 == schema.SCHEMA_VERSION
+    got = {r["path"]: r for r in store.iter_rows(("path", "mtime", "taken_at", "taken_from"))}
+    assert len(got) == 12
+    assert all(r["taken_at"] == r["mtime"] and r["taken_from"] == "mtime" for r in got.values())
+    data = rows(12)
+    assert store.search(data[3]["vector"][None, :], k=1)[0][0].fields["taken_from"] == "mtime"
+    store.upsert([{**data[3], "taken_at": 5.0, "taken_from": "exif"}])
+    assert store.get([data[3]["id"]])[0]["taken_at"] == 5.0
+    store.close()

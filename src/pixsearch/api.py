@@ -13,7 +13,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import Body, Depends, FastAPI, File, Path, Query, Request, UploadFile
 from fastapi.encoders import jsonable_encoder
@@ -195,16 +195,16 @@ def token_guard(api_token: str) -> Callable[[HTTPAuthorizationCredentials | None
 
 def result(hit: Hit, prefix: str = "") -> Result:
     """One search result as the API shows it: the stored fields, and where to fetch the image."""
-    fields = {k: v for k, v in hit.fields.items() if k not in ("id", "path")}
+    fields = {k: v for k, v in search.hit_fields(hit).items() if k not in ("id", "path")}
     return Result(id=hit.id, path=hit.path, score=round(hit.score, 6), fields=fields,
                   thumbnail_url=f"{prefix}/api/thumbnails/{hit.id}", image_url=f"{prefix}/api/images/{hit.id}")
 
 
 def _answer(service: SearchService, terms: tuple[Term, ...], k: int, filters: Filters, request: Request,
-            offset: int = 0) -> SearchResponse:
+            offset: int = 0, sort: str = "relevance") -> SearchResponse:
     """Run one query through the service's Searcher and time it."""
     started = time.perf_counter()
-    hits = service.searcher.search(search.Query(terms, k, filters, offset))
+    hits = service.searcher.search(search.Query(terms, k, filters, offset, sort))
     prefix = request.scope.get("root_path", "").rstrip("/")
     following = offset + len(hits)
     more = len(hits) == k and following + k <= service.limits.max_window
@@ -227,6 +227,12 @@ def add_api_routes(app: FastAPI, service: SearchService) -> None:
     offset_param = Query(0, ge=0, le=limits.max_window - 1, description=(
         f"Results to skip (page n from 0 of size k: offset n*k); offset + k at most {limits.max_window}. "
         "Pages continue each other exactly."))
+    after_param = Query(None, max_length=64, description="Only images taken at or after this ISO date or date-time "
+                        "(2024-05-01, 2024-05-01T12:00+02:00; no offset: UTC).")
+    before_param = Query(None, max_length=64, description="Only images taken before this ISO date or date-time "
+                         "(exclusive).")
+    sort_param = Query("relevance", description="date: this page of results (after min_score) newest-taken "
+                       "first; it orders the relevant set, not the whole library.")
 
     @app.get("/api/stats", response_model=StatsResponse, dependencies=guard, tags=["collection"],
              responses=answers(503, token=token))
@@ -241,9 +247,12 @@ def add_api_routes(app: FastAPI, service: SearchService) -> None:
              responses=answers(400, 422, 503, token=token))
     def search_text(request: Request, q: str = Query(..., description="Words describing the picture."),
                     k: int = k_param, min_score: float | None = min_param, folder: str = folder_param,
-                    label: str = label_param, offset: int = offset_param) -> SearchResponse:
+                    label: str = label_param, offset: int = offset_param,
+                    after: str | None = after_param, before: str | None = before_param,
+                    sort: Literal["relevance", "date"] = sort_param) -> SearchResponse:
         """Images that best match a text description."""
-        return _answer(service, (TextTerm(q),), k, make_filters(folder, label, min_score), request, offset)
+        return _answer(service, (TextTerm(q),), k,
+                       search.with_dates(make_filters(folder, label, min_score), after, before), request, offset, sort)
 
     @app.post("/api/search", response_model=SearchResponse, dependencies=guard, tags=["search"],
               responses=answers(400, 404, 413, 422, 503, token=token))
@@ -252,25 +261,31 @@ def add_api_routes(app: FastAPI, service: SearchService) -> None:
 
         Each term's vector is scaled to unit length, multiplied by its weight (negative: less like
         this), summed, and the sum scaled back to unit length. Errors name the bad term (1-based)."""
-        filters = make_filters(body.folder, body.label, body.min_score)
-        return _answer(service, to_terms(body, limits), body.k, filters, request, body.offset)
+        filters = search.with_dates(make_filters(body.folder, body.label, body.min_score), body.after, body.before)
+        return _answer(service, to_terms(body, limits), body.k, filters, request, body.offset, body.sort)
 
     @app.post("/api/search/image", response_model=SearchResponse, dependencies=guard, tags=["search"],
               responses=answers(400, 413, 422, 503, token=token))
     def search_image(request: Request, file: UploadFile = File(..., description="An image file (JPEG, PNG, ...)."),
                      k: int = k_param, min_score: float | None = min_param, folder: str = folder_param,
-                     label: str = label_param, offset: int = offset_param) -> SearchResponse:
+                     label: str = label_param, offset: int = offset_param,
+                     after: str | None = after_param, before: str | None = before_param,
+                     sort: Literal["relevance", "date"] = sort_param) -> SearchResponse:
         """Images that look like an uploaded example image."""
         data = file.file.read(limits.max_upload_bytes + 1)  # one byte over is enough for the Searcher to refuse
-        return _answer(service, (ImageTerm(data),), k, make_filters(folder, label, min_score), request, offset)
+        return _answer(service, (ImageTerm(data),), k,
+                       search.with_dates(make_filters(folder, label, min_score), after, before), request, offset, sort)
 
     @app.get("/api/search/similar/{image_id}", response_model=SearchResponse, dependencies=guard, tags=["search"],
              responses=answers(400, 422, *id_statuses, token=token))
     def search_similar(request: Request, image_id: str = ID_PARAM, k: int = k_param,
                        min_score: float | None = min_param, folder: str = folder_param,
-                       label: str = label_param, offset: int = offset_param) -> SearchResponse:
+                       label: str = label_param, offset: int = offset_param,
+                     after: str | None = after_param, before: str | None = before_param,
+                     sort: Literal["relevance", "date"] = sort_param) -> SearchResponse:
         """More like this: images close to an indexed image (which comes first, with score ~1)."""
-        return _answer(service, (IdTerm(image_id),), k, make_filters(folder, label, min_score), request, offset)
+        return _answer(service, (IdTerm(image_id),), k,
+                       search.with_dates(make_filters(folder, label, min_score), after, before), request, offset, sort)
 
     @app.get("/api/images/{image_id}", dependencies=guard, tags=["images"], response_class=Response,
              responses={200: {**image_answer("image/*"), "headers": ETAG_HEADER},

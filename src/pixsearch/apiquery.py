@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import math
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi.openapi.models import Example
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
@@ -81,6 +81,12 @@ class SearchBody(BaseModel):
     min_score: float | None = Field(None, ge=-1.0, le=1.0, description="Hide results scoring below this.")
     folder: str = Field("", max_length=4096, description="Only images in or under this absolute folder.")
     label: str = Field("", max_length=512, description="Only images with this label.")
+    after: str | None = Field(None, max_length=64, description="Only images taken at or after this ISO date or "
+                              "date-time (2024-05-01, 2024-05-01T12:00+02:00; no offset: UTC).")
+    before: str | None = Field(None, max_length=64, description="Only images taken before this ISO date or "
+                               "date-time (exclusive).")
+    sort: Literal["relevance", "date"] = Field("relevance", description="date: this page of results (after "
+                                                "min_score) newest-taken first; the relevant set, not the library.")
 
 
 def base64_chars(size: int) -> int:

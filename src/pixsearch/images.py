@@ -170,23 +170,30 @@ def _webp_exif(data: bytes) -> bytes | None:
     return None
 
 
-def exif_orientation(data: bytes) -> int:
-    """EXIF orientation (1-8) of an encoded image; 1 (upright) when it has none."""
+def exif_block(data: bytes) -> bytes | None:
+    """The TIFF-structured EXIF block of an encoded JPEG, PNG, WebP or TIFF; None when it has none.
+
+    Shared by the orientation read here and the capture-date read in ``exif``."""
     fmt = sniff_format(data)
     try:
         if fmt == "JPEG":
             for marker, payload, _end in _jpeg_segments(data):
                 if marker == 0xE1 and payload.startswith(b"Exif\x00\x00"):
-                    return _tiff_orientation(payload[6:])
-            return 1
+                    return payload[6:]
+            return None
         if fmt == "PNG":
-            block = _png_exif(data)
-        elif fmt == "WEBP":
-            block = _webp_exif(data)
-        elif fmt == "TIFF":
-            block = data
-        else:
-            return 1
+            return _png_exif(data)
+        if fmt == "WEBP":
+            return _webp_exif(data)
+        return data if fmt == "TIFF" else None
+    except struct.error:
+        return None
+
+
+def exif_orientation(data: bytes) -> int:
+    """EXIF orientation (1-8) of an encoded image; 1 (upright) when it has none."""
+    block = exif_block(data)
+    try:
         return _tiff_orientation(block) if block else 1
     except struct.error:
         return 1

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .exif import TakenAt, taken_at
 from .images import ImageError, decode_image, read_file
 from .models.base import Embedder
 from .sources import Scan, SourceFile, scan_sources
@@ -95,6 +96,8 @@ class _Work:
     width: int = 0
     height: int = 0
     reuse_id: str = ""
+    taken: TakenAt | None = None
+    """Capture time from the file's EXIF, else its mtime (read for reused vectors too)."""
     error: str = ""
     unreadable: bool = False
     """The error was reading the file (permissions, I/O), not its content."""
@@ -159,6 +162,7 @@ class Indexer:
         try:
             data = read_file(Path(file.path), self.max_file_bytes)
             work.digest = content_hash(data)
+            work.taken = taken_at(data, file.mtime)
             work.reuse_id = known_hashes.get(work.digest, "")
             if not work.reuse_id:
                 self._decode(work, data)
@@ -178,6 +182,7 @@ class Indexer:
         fresh = self._load(work.file, {})
         work.digest, work.crop, work.width, work.height = fresh.digest, fresh.crop, fresh.width, fresh.height
         work.reuse_id, work.error, work.unreadable = "", fresh.error, fresh.unreadable
+        work.taken = fresh.taken
 
     # -- main loop -------------------------------------------------------------
 
@@ -296,9 +301,11 @@ class Indexer:
     def _row(work: _Work, vector: np.ndarray, width: int, height: int, now: float, state: _RunState) -> ImageRow:
         file = work.file
         label = file.label or state.existing.get(file.path, {}).get("label", "")  # a folder run keeps CSV labels
+        taken = work.taken or TakenAt(file.mtime, "mtime")
         return {"id": image_id(file.path), "vector": vector, "path": file.path, "label": label,
                 "size": file.size, "mtime": file.mtime, "width": int(width), "height": int(height),
-                "content_hash": work.digest, "indexed_at": now}
+                "content_hash": work.digest, "indexed_at": now, "taken_at": taken.timestamp,
+                "taken_from": taken.source}
 
     def _remove_vanished(self, scan: Scan, state: _RunState) -> int:
         """Delete rows (and skip records) under the scanned roots whose files are gone."""

@@ -11,11 +11,13 @@ from __future__ import annotations
 import re
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 
 import numpy as np
 
 from .errors import PixsearchError
+from .exif import iso
 from .images import ImageError, decode_image
 from .models.base import Embedder
 from .store import Filters, Hit, ImageRow, Store
@@ -113,6 +115,44 @@ class IdTerm:
 
 Term = TextTerm | ImageTerm | IdTerm
 
+SORTS = ("relevance", "date")
+"""How a page of results may be ordered: by score, or by capture date (newest first)."""
+
+
+def parse_date(text: str, what: str = "date") -> float:
+    """An ISO date or date-time (2024-05-01, 2024-05-01T12:00+02:00) as UTC epoch seconds.
+
+    One without an offset is read as UTC, the way wall-clock EXIF dates (``exif-local``) are stored."""
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise QueryError(f"{what} {text!r} is not an ISO date or date-time (like 2024-05-01 or "
+                         "2024-05-01T12:00+02:00)") from None
+    return (moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)).timestamp()
+
+
+def hit_fields(hit: Hit) -> dict[str, object]:
+    """A hit's stored fields as every front end shows them: the capture time as ISO text
+    (with its UTC offset, except a wall-clock ``exif-local`` one; ``taken_from`` says which)."""
+    fields = dict(hit.fields)
+    if fields.get("taken_at") is not None:
+        fields["taken_at"] = iso(float(fields["taken_at"]), str(fields.get("taken_from", "")))
+    return fields
+
+
+def with_dates(filters: Filters, after: str | None, before: str | None) -> Filters:
+    """*filters* narrowed to capture dates from *after* (inclusive) to *before* (exclusive), ISO text;
+    blank text leaves that side open."""
+    after, before = (after or "").strip(), (before or "").strip()
+    return replace(filters, after=parse_date(after, "after") if after else None,
+                   before=parse_date(before, "before") if before else None)
+
+
+def check_sort(sort: str) -> str:
+    if sort not in SORTS:
+        raise QueryError(f"sort must be one of {', '.join(SORTS)} (got {sort!r})")
+    return sort
+
 
 @dataclass(frozen=True)
 class Query:
@@ -125,6 +165,8 @@ class Query:
     offset: int = 0
     """Results to skip: page *n* (from 0) of size k is ``offset = n * k``; pages are cut from one
     ranking, so concatenated they equal one search with ``k = pages * k``."""
+    sort: str = "relevance"
+    """"date": the page (the relevant results that pass min_score) newest-taken first."""
 
     @classmethod
     def of(cls, term: Term, k: int = 10, filters: Filters = Filters(), offset: int = 0) -> Query:
@@ -167,13 +209,18 @@ class Searcher:
         """The nearest indexed images to the query's vector, best first: results offset+1 to offset+k.
 
         A page is the slice of one top-(offset + k) ranking (min_score is applied to that ranking
-        before slicing), so page 2 continues page 1 exactly whatever the backend supports."""
+        before slicing), so page 2 continues page 1 exactly whatever the backend supports. Sorting
+        by date reorders that page only: it is the relevant set, not the whole library, by date."""
         offset, k = self.limits.check_page(query.offset, query.k)
+        check_sort(query.sort)
         vector = self.query_vector(query.terms)
         filters = query.filters
         hits = self.store.search(vector[None, :], k=offset + k, filter=filters.expression(),
                                  min_score=filters.min_score)[0]
-        return hits[offset:offset + k]
+        page = hits[offset:offset + k]
+        if query.sort == "date":
+            page.sort(key=lambda hit: float(hit.fields.get("taken_at") or 0.0), reverse=True)
+        return page
 
     def query_vector(self, terms: tuple[Term, ...]) -> np.ndarray:
         """One term's vector as it is; several terms' weighted sum, scaled back to unit length."""

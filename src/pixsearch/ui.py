@@ -17,8 +17,9 @@ import gradio as gr
 from fastapi import FastAPI
 
 from . import pagequery
+from .exif import iso
 from .pagequery import PageQuery
-from .search import NotFound, Query, QueryError
+from .search import NotFound, Query, QueryError, with_dates
 from .service import SearchService, make_filters
 from .store import Hit, StoreError
 from .uploads import (
@@ -94,26 +95,30 @@ def _to_results(hits: list[Hit], sort: str) -> Results:
     rows: Results = [{"id": h.id, "path": h.path, "score": h.score, "fields": {k: v for k, v in h.fields.items()
                                                                        if k not in ("id", "path")}} for h in hits]
     if sort == "date":
-        rows.sort(key=lambda r: float(r["fields"].get("mtime") or 0.0), reverse=True)
+        rows.sort(key=lambda r: float(r["fields"].get("taken_at") or 0.0), reverse=True)
     return rows
 
 
 def run_query(service: SearchService, query: LastQuery, k: int, min_score: float, folder: str, label: str,
-              sort: str, upload_dir: Path | None = None) -> tuple[list[tuple[str, str]], str, Results]:
+              sort: str, upload_dir: Path | None = None, after: str = "",
+              before: str = "") -> tuple[list[tuple[str, str]], str, Results]:
     """Gallery items, a status message and the shown results for one query (its first page).
 
     An image query's path is read only if it is an upload in *upload_dir* (see uploads.py);
     without one, no image query is accepted.
     """
-    items, message, results, _ = run_page(service, query, k, min_score, folder, label, sort, upload_dir)
+    items, message, results, _ = run_page(service, query, k, min_score, folder, label, sort, upload_dir,
+                                          after=after, before=before)
     return items, message, results
 
 
 def run_page(service: SearchService, query: LastQuery, k: int, min_score: float, folder: str, label: str,
              sort: str, upload_dir: Path | None = None, shown: Results | None = None,
-             offset: int = 0) -> tuple[list[tuple[str, str]], str, Results, int | None]:
+             offset: int = 0, after: str = "",
+             before: str = "") -> tuple[list[tuple[str, str]], str, Results, int | None]:
     """``run_query`` for the page of *k* results from *offset*, appended to the *shown* ones; also
-    the offset of the page after it (None at the end: fewer than k came, or the window is spent)."""
+    the offset of the page after it (None at the end: fewer than k came, or the window is spent).
+    *after*/*before*: capture-date bounds as typed (ISO; blank: open), checked here like the API's."""
     empty = empty_index_message(service)
     if empty:
         return [], empty, [], None
@@ -121,8 +126,8 @@ def run_page(service: SearchService, query: LastQuery, k: int, min_score: float,
     k = max(1, min(int(k), limits.max_k))  # a slider's value: clamped, not refused
     shown = list(shown or [])
     try:
-        filters = make_filters("" if folder == ANY else folder or "", "" if label == ANY else label or "",
-                               min_score if min_score and min_score > 0 else None)
+        filters = with_dates(make_filters("" if folder == ANY else folder or "", "" if label == ANY else label or "",
+                                          min_score if min_score and min_score > 0 else None), after, before)
         what = pagequery.describe(query)
         terms = pagequery.terms(query, upload_dir, limits.max_upload_bytes + 1)
         hits = service.searcher.search(Query(terms, k, filters, offset))
@@ -135,7 +140,7 @@ def run_page(service: SearchService, query: LastQuery, k: int, min_score: float,
     fresh = [row for row in _to_results(hits, "relevance") if row["id"] not in seen]
     rows = shown + fresh
     if sort == "date":
-        rows.sort(key=lambda r: float(r["fields"].get("mtime") or 0.0), reverse=True)
+        rows.sort(key=lambda r: float(r["fields"].get("taken_at") or 0.0), reverse=True)
     items, results = _items(service, rows)
     if not results:
         hint = " Try a lower minimum score or set folder and label to (any)." if filters.expression() or \
@@ -169,6 +174,10 @@ def details_markdown(row: dict[str, Any]) -> str:
         lines.append(f"label: **{f['label']}**")
     if f.get("width"):
         lines.append(f"{f['width']} × {f['height']} px · {int(f.get('size') or 0) / 1024:,.0f} KiB")
+    if f.get("taken_at") is not None:
+        source = {"exif": "EXIF", "exif-local": "EXIF, camera's local time", "mtime": "file time"}
+        lines.append(f"taken {iso(float(f['taken_at']), str(f.get('taken_from', '')))} "
+                     f"({source.get(str(f.get('taken_from')), 'file time')})")
     lines.append(f"modified {_when(f.get('mtime'))} · indexed {_when(f.get('indexed_at'))} · id `{row['id']}`")
     return "\n\n".join(lines)
 
@@ -179,24 +188,25 @@ def build_ui(service: SearchService, upload_dir: Path) -> gr.Blocks:
     idle = gr.update(interactive=False)
 
     def search(query: LastQuery | None, k: int, min_score: float, folder: str, label: str,
-               sort: str) -> tuple[Any, ...]:
+               sort: str, after: str = "", before: str = "") -> tuple[Any, ...]:
         """A new search: the first page; the selection and the large view are cleared."""
         if not query:
             return (gr.update(), gr.update(), gr.update(), None, "", idle, idle, _examples(query), idle,
                     {"next": None})
         items, message, results, following = run_page(service, query, k, min_score, folder, label, sort,
-                                                      upload_dir)
+                                                      upload_dir, after=after, before=before)
         return (items, message, results, None, "", idle, idle, _examples(query),
                 gr.update(interactive=following is not None), {"next": following})
 
     def more_results(query: LastQuery | None, k: int, min_score: float, folder: str, label: str, sort: str,
-                     shown: Results, paging: Paging | None) -> tuple[Any, ...]:
+                     after: str, before: str, shown: Results, paging: Paging | None) -> tuple[Any, ...]:
         """The next page, appended to the gallery (the selection stays)."""
         offset = (paging or {}).get("next")
         if not query or offset is None:
             return gr.update(), gr.update(), gr.update(), idle, {"next": None}
         items, message, results, following = run_page(service, query, k, min_score, folder, label, sort,
-                                                      upload_dir, shown=shown, offset=offset)
+                                                      upload_dir, shown=shown, offset=offset, after=after,
+                                                      before=before)
         return items, message, results, gr.update(interactive=following is not None), {"next": following}
 
     def _examples(query: LastQuery | None) -> Any:
@@ -261,6 +271,9 @@ def build_ui(service: SearchService, upload_dir: Path) -> gr.Blocks:
                     folder = gr.Dropdown([ANY], value=ANY, label="Folder (includes subfolders)",
                                          allow_custom_value=True)
                     label = gr.Dropdown([ANY], value=ANY, label="Label", allow_custom_value=True)
+                    after = gr.Textbox(label="Taken from (ISO date, e.g. 2024-05-01)", max_length=64,
+                                       elem_id="after")
+                    before = gr.Textbox(label="Taken before (ISO date)", max_length=64, elem_id="before")
                 examples = gr.CheckboxGroup([], label="Examples in the query (untick to remove)", visible=False,
                                             elem_id="examples")
             upload = gr.File(label="Search by example (combines with the text): drop an image",
@@ -281,7 +294,7 @@ def build_ui(service: SearchService, upload_dir: Path) -> gr.Blocks:
                     more = gr.Button("+ More like this", interactive=False, elem_id="more")
                     less = gr.Button("− Less like this", interactive=False, elem_id="less")
 
-        controls = [k, min_score, folder, label, sort]
+        controls = [k, min_score, folder, label, sort, after, before]
         outputs = [gallery, status, results, large, details, more, less, examples, more_button, paging]
         group: dict[str, Any] = {"concurrency_id": "page", "concurrency_limit": PAGE_CONCURRENCY}
         for trigger, make, sources in ((query.submit, text_query, [query, last]), (go.click, text_query, [query, last]),
@@ -291,7 +304,8 @@ def build_ui(service: SearchService, upload_dir: Path) -> gr.Blocks:
                                        (upload.clear, clear_image, [last]),
                                        (examples.input, keep_examples, [examples, last])):
             trigger(make, sources, last, **group).then(search, [last, *controls], outputs, **group)
-        for event in (k.release, min_score.release, sort.change, folder.change, label.change):
+        for event in (k.release, min_score.release, sort.change, folder.change, label.change, after.submit,
+                      before.submit):
             event(search, [last, *controls], outputs, **group)
         more_button.click(more_results, [last, *controls, results, paging],
                           [gallery, status, results, more_button, paging], **group)

@@ -34,8 +34,10 @@ if TYPE_CHECKING:
 
 
 def print_hits(hits: Sequence[Hit], as_json: bool, first_rank: int = 1) -> None:
+    from ..search import hit_fields
+
     if as_json:
-        console.print_json(json.dumps([{"id": h.id, "score": round(h.score, 6), **h.fields} for h in hits]))
+        console.print_json(json.dumps([{"id": h.id, "score": round(h.score, 6), **hit_fields(h)} for h in hits]))
         return
     if not hits:
         console.print("no results", soft_wrap=True)
@@ -108,6 +110,14 @@ def search(
     min_score: Annotated[float | None, typer.Option("--min-score", help="Hide results scoring below this.")] = None,
     folder: Annotated[str | None, typer.Option("--folder", help="Only images under this folder.")] = None,
     label: Annotated[str | None, typer.Option("--label", help="Only images with this label.")] = None,
+    after: Annotated[str | None, typer.Option("--after", help="Only images taken at or after this ISO date or "
+                                              "date-time (2024-05-01, 2024-05-01T12:00+02:00; no offset: UTC).")
+                     ] = None,
+    before: Annotated[str | None, typer.Option("--before", help="Only images taken before this ISO date or "
+                                               "date-time (exclusive).")] = None,
+    sort: Annotated[str, typer.Option("--sort", help="relevance, or date: the results (after --min-score) "
+                                      "newest-taken first; it orders the relevant set, not the whole library.")
+                    ] = "relevance",
     db: DbOpt = None, token: TokenOpt = None, collection: CollectionOpt = None, model: ModelOpt = None,
     threads: ThreadsOpt = None, precision: PrecisionOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print results as JSON.")] = False,
@@ -117,7 +127,7 @@ def search(
     Results are ranked by cosine similarity to the sum of each term's unit vector times its weight,
     scaled back to unit length. --image and --like add a term of weight 1 to the QUERY's terms.
     """
-    from ..search import IdTerm, Query, Searcher
+    from ..search import IdTerm, Query, QueryError, Searcher, check_sort, parse_date
     from ..store import Filters
     from ..workspace import open_workspace
 
@@ -128,13 +138,19 @@ def search(
         terms.append(read_image_term(str(image), 1.0, f"--image {image}"))
     if like is not None:
         terms.append(IdTerm(like))
+    try:
+        check_sort(sort)
+        bounds = {name: parse_date(value, f"--{name}") if value is not None else None
+                  for name, value in (("after", after), ("before", before))}
+    except QueryError as exc:
+        raise UserError(str(exc)) from exc
     filters = Filters(folder=os.path.abspath(os.path.expanduser(folder)) if folder else "", label=label or "",
-                      min_score=min_score)
+                      min_score=min_score, after=bounds["after"], before=bounds["before"])
     settings = settings_from(db=db, token=token, collection=collection, model=model, threads=threads,
                              precision=precision)
     ws = open_workspace(settings)
     try:
-        hits = Searcher(ws.store, ws.embedder).search(Query(tuple(terms), k, filters, offset))
+        hits = Searcher(ws.store, ws.embedder).search(Query(tuple(terms), k, filters, offset, sort))
         if not hits and filters.folder:
             _require_indexed_under(ws.store, filters.folder, folder or "")
     finally:

@@ -39,6 +39,10 @@ class Filters:
     """Only images at or under this folder."""
     label: str = ""
     min_score: float | None = None
+    after: float | None = None
+    """Only images taken at or after this (UTC epoch seconds, compared with ``taken_at``)."""
+    before: float | None = None
+    """Only images taken before this (exclusive)."""
 
     def expression(self) -> str:
         parts = []
@@ -46,4 +50,8 @@ class Filters:
             parts.append(f"({path_prefix_filter(self.folder)})")
         if self.label:
             parts.append(f"label == {quote(self.label)}")
+        if self.after is not None:
+            parts.append(f"taken_at >= {float(self.after)!r}")
+        if self.before is not None:
+            parts.append(f"taken_at < {float(self.before)!r}")
         return " and ".join(parts)

@@ -22,7 +22,7 @@ import numpy as np
 from . import schema
 from .collection import Collection, create_image_table
 from .errors import StoreError
-from .rows import FIELDS
+from .rows import fields_for
 from .schema import image_description, image_schema, schema_version
 from .table import Table
 
@@ -128,7 +128,7 @@ def _restore(collection: Collection, staging: Table) -> None:
 def _copy(source: Table, target: Table, transform: Callable[[Row], Row]) -> None:
     """Every row of *source*, with its vector, through *transform* into *target*, a page at a time."""
     batch: list[Row] = []
-    for row in source.scan((*FIELDS, "vector")):
+    for row in source.scan((*fields_for(_version(source)), "vector")):
         out = transform(dict(row))
         batch.append({k: v.tolist() if isinstance(v, np.ndarray) else v for k, v in out.items()})
         if len(batch) >= target.policy.insert_batch:
@@ -136,3 +136,12 @@ def _copy(source: Table, target: Table, transform: Callable[[Row], Row]) -> None
             batch = []
     if batch:
         target.write(batch)
+
+
+def _with_mtime_dates(row: Row) -> Row:
+    """A version-1 row at version 2: its capture time is its mtime (EXIF is re-read when the file changes)."""
+    return {**row, "taken_at": float(row["mtime"]), "taken_from": "mtime"}
+
+
+register(Migration(source=1, summary="capture dates added (taken_at, taken_from); existing rows get their mtime",
+                   transform=_with_mtime_dates))

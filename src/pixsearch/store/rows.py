@@ -1,7 +1,8 @@
 """The shapes of the rows pixsearch keeps in Milvus, and how they cross the wire.
 
 An image row holds a vector and the file facts (path, size, mtime, content hash) that
-incremental indexing compares; Milvus is the only source of truth for them.
+incremental indexing compares, and the capture time (``taken_at``, with ``taken_from`` saying
+whether it is an EXIF date or the mtime; see ``exif``); Milvus is the only source of truth for them.
 """
 
 from __future__ import annotations
@@ -14,8 +15,11 @@ from typing import Any, TypedDict
 import numpy as np
 from numpy.typing import NDArray
 
-FIELDS = ("id", "path", "label", "size", "mtime", "width", "height", "content_hash", "indexed_at")
-"""Scalar fields of an image row (the vector is separate)."""
+FIELDS_V1 = ("id", "path", "label", "size", "mtime", "width", "height", "content_hash", "indexed_at")
+"""Scalar fields of an image row at schema version 1."""
+FIELDS = (*FIELDS_V1, "taken_at", "taken_from")
+"""Scalar fields of an image row (the vector is separate), at this code's schema version."""
+MAX_TAKEN_FROM = 16
 MAX_PATH = 4096
 MAX_LABEL = 512
 MAX_REASON = 1024
@@ -35,6 +39,15 @@ class ImageRow(TypedDict, total=False):
     height: int
     content_hash: str
     indexed_at: float
+    taken_at: float
+    """Capture time, UTC epoch seconds (see ``exif`` for what ``exif-local`` means)."""
+    taken_from: str
+    """"exif", "exif-local" or "mtime"."""
+
+
+def fields_for(version: int) -> tuple[str, ...]:
+    """The scalar fields of an image collection at schema *version*."""
+    return FIELDS_V1 if version < 2 else FIELDS
 
 
 class SkipRow(TypedDict, total=False):
@@ -62,8 +75,12 @@ def plain_row(row: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def wire_row(row: Mapping[str, Any]) -> dict[str, Any]:
-    """An image row as Milvus takes it: every field, strings cut to their limits, the vector a list."""
-    out = {name: row[name] for name in FIELDS}
+    """An image row as Milvus takes it: every field, strings cut to their limits, the vector a list.
+
+    A row without a capture time gets its mtime, said to be one."""
+    out = {name: row[name] for name in FIELDS_V1}
+    out["taken_at"] = float(row["mtime"] if row.get("taken_at") is None else row["taken_at"])
+    out["taken_from"] = str(row.get("taken_from") or "mtime")[:MAX_TAKEN_FROM]
     out["path"] = str(out["path"])[:MAX_PATH]
     out["label"] = str(out.get("label") or "")[:MAX_LABEL]
     out["indexed_at"] = float(out.get("indexed_at") or time.time())

@@ -11,10 +11,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from .rows import MAX_LABEL, MAX_PATH, MAX_REASON
+from .rows import MAX_LABEL, MAX_PATH, MAX_REASON, MAX_TAKEN_FROM
 
-SCHEMA_VERSION = 1
-"""The layout of image collections this code writes. Raise it with a migration in ``migrations``."""
+SCHEMA_VERSION = 2
+"""The layout of image collections this code writes. Raise it with a migration in ``migrations``.
+
+1: the file facts; 2: plus the capture time (``taken_at``, ``taken_from``)."""
 SKIP_SUFFIX = "__skipped"
 """A collection's skip log is the collection named like it plus this."""
 
@@ -42,7 +44,8 @@ def parse_description(text: str) -> dict[str, Any] | None:
 
 
 def image_schema(description: str, dim: int) -> Any:
-    """The schema of an image collection: an id, the vector, and the file facts (``rows.FIELDS``)."""
+    """The schema of an image collection: an id, the vector, and the file facts (``rows.fields_for``)
+    of the schema version *description* records."""
     from pymilvus import DataType, MilvusClient
 
     schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False, description=description)
@@ -56,6 +59,10 @@ def image_schema(description: str, dim: int) -> Any:
     schema.add_field("height", DataType.INT64)
     schema.add_field("content_hash", DataType.VARCHAR, max_length=64)
     schema.add_field("indexed_at", DataType.DOUBLE)
+    meta = parse_description(description)
+    if meta is not None and schema_version(meta) >= 2:
+        schema.add_field("taken_at", DataType.DOUBLE)
+        schema.add_field("taken_from", DataType.VARCHAR, max_length=MAX_TAKEN_FROM)
     return schema
 
 
