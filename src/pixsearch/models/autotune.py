@@ -278,18 +278,10 @@ def _build_openvino(precision: str) -> Callable[[ModelSpec, Path, Sequence[Path]
 
 
 def _readable_crops(embedder: Embedder, samples: Sequence[Path]) -> list[Any]:
-    """Model-sized crops of the *samples* that decode (at least 10, else ModelError: nothing to verify on)."""
-    from ..images import ImageError, load_image
+    """Model-sized crops of the *samples* that decode, as ``pixsearch quantize`` verifies on."""
+    from .quantize import readable_crops
 
-    crops = []
-    for path in samples:
-        try:
-            crops.append(embedder.prepare(load_image(path, min_side=embedder.min_decode_side).rgb))
-        except ImageError:
-            continue
-    if len(crops) < 10:
-        raise ModelError(f"verification needs at least 10 readable sample images, found {len(crops)}")
-    return crops
+    return list(readable_crops(embedder, samples))
 
 
 CANDIDATES: tuple[Candidate, ...] = (

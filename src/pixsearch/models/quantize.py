@@ -32,6 +32,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ..images import IMAGE_SUFFIXES, ImageError, load_image
+from .base import Embedder
 from .onnx import OnnxEmbedder
 from .spec import ModelError, ModelSpec, Tower, Variant
 from .variants import overlay_dir, write_overlay
@@ -333,6 +334,20 @@ def _fallback(result: TowerResult, spec: ModelSpec, reference: Vectors) -> tuple
                                mean_cosine=1.0, int8_seconds=result.fp32_seconds), reference
 
 
+def readable_crops(embedder: Embedder, samples: Sequence[Path]) -> list[Crop]:
+    """Model-sized crops of the *samples* that decode: at least 10, else ModelError (nothing to
+    verify on). Unreadable samples are left out; verification needs images, not every image."""
+    crops: list[Crop] = []
+    for path in samples:
+        try:
+            crops.append(embedder.prepare(load_image(path, min_side=embedder.min_decode_side).rgb))
+        except ImageError:
+            continue
+    if len(crops) < 10:
+        raise ModelError(f"verification needs at least 10 readable sample images, found {len(crops)}")
+    return crops
+
+
 def quantize_model(spec: ModelSpec, cache_dir: Path, sample_images: Sequence[Path],
                    queries: Sequence[str] = DEFAULT_QUERIES, threads: int = 0,
                    log: Log = lambda _message: None, min_cosine: float = MIN_COSINE) -> QuantizeReport:
@@ -357,14 +372,7 @@ def quantize_model(spec: ModelSpec, cache_dir: Path, sample_images: Sequence[Pat
 def _quantize_in(spec: ModelSpec, work: Path, folder: Path, sample_images: Sequence[Path], queries: Sequence[str],
                  threads: int, log: Log, min_cosine: float = MIN_COSINE) -> QuantizeReport:
     reference_model = _embedder(spec, _fp32_file(spec, "image"), _fp32_file(spec, "text"), threads)
-    crops: list[Crop] = []
-    for path in sample_images:
-        try:
-            crops.append(reference_model.prepare(load_image(path, min_side=reference_model.min_decode_side).rgb))
-        except ImageError:
-            continue
-    if len(crops) < 10:
-        raise ModelError(f"verification needs at least 10 readable sample images, found {len(crops)}")
+    crops = readable_crops(reference_model, sample_images)
     trial = _Trial(spec=spec, work=work, folder=folder, crops=crops, queries=list(queries), threads=threads, log=log,
                    min_cosine=min_cosine)
     log(f"verifying against fp32 on {len(crops)} images and {len(trial.queries)} queries")
