@@ -20,7 +20,7 @@ from pathlib import Path
 
 from .config import DEFAULT_MODEL, ConfigError, Settings
 from .indexer import Indexer
-from .models import REGISTRY, Embedder, ModelError, ModelSpec, load_embedder, load_spec
+from .models import Embedder, ModelError, ModelSpec, load_embedder, load_spec
 from .store import CollectionInfo, Store, StoreError, collection_name_for, is_local_uri
 
 StageCallback = Callable[[str], None]
@@ -89,21 +89,20 @@ def first_use_step(model: str, cache_dir: Path) -> str | None:
     downloaded once; both are cached, so this says so only the first time.
     """
     from .models.convert import converted_dir
+    from .models.ref import parse_model_ref
     from .models.spec import detect_layout
 
-    local = Path(model).expanduser()
-    if local.is_dir():
-        try:
-            layout = detect_layout(local)
-        except ModelError:
-            return None  # load_spec says what is wrong with the folder
-        if layout == "transformers" and not (converted_dir(local, cache_dir) / "pixsearch.json").is_file():
-            return f"converting the transformers checkpoint {local} to ONNX (first use only, then cached)"
-        return None
-    known = REGISTRY.get(model)
-    repo = known.repo if known else model.removeprefix("hf-hub:") if model.startswith("hf-hub:") else ""
-    if repo and not (cache_dir / "hub" / f"models--{repo.replace('/', '--')}").is_dir():
-        return f"downloading {repo} from the Hugging Face hub (first use only, then cached)"
+    try:
+        ref = parse_model_ref(model)
+        if ref.kind == "folder" and ref.path is not None:
+            layout = detect_layout(ref.path)
+            if layout == "transformers" and not (converted_dir(ref.path, cache_dir) / "pixsearch.json").is_file():
+                return f"converting the transformers checkpoint {ref.path} to ONNX (first use only, then cached)"
+            return None
+    except ModelError:
+        return None  # load_spec says what is wrong with the value or the folder
+    if ref.repo and not (cache_dir / "hub" / f"models--{ref.repo.replace('/', '--')}").is_dir():
+        return f"downloading {ref.repo} from the Hugging Face hub (first use only, then cached)"
     return None
 
 
