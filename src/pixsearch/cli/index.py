@@ -117,6 +117,10 @@ def index(
     delete: Annotated[bool, typer.Option("--delete/--no-delete", help="Remove images whose files vanished.")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
     watch: Annotated[bool, typer.Option("--watch", help="Keep running and sync changes as they happen.")] = False,
+    ray: Annotated[str | None, typer.Option("--ray", help="Spread the work over Ray: 'auto' (start or join a local "
+                                            "Ray) or ray://host:10001; needs pixsearch[ray] and a Milvus server; "
+                                            "--workers is then the number of embedding actors.")] = None,
+    cpus_per_worker: Annotated[float, typer.Option("--cpus-per-worker", help="With --ray: CPUs per actor.")] = 1.0,
 ) -> None:
     """Embed new and changed images and store them in Milvus (re-runs only touch what changed).
 
@@ -156,7 +160,13 @@ def index(
                     err.print(chosen, markup=False, highlight=False, soft_wrap=True)
                 bar.update(task, completed=done, total=total, rate=rate.text(done))
 
-            report = indexer.run(paths, delete=delete, progress=on_progress)
+            if ray:
+                from ..distributed.ray_index import run_on_ray
+
+                report = run_on_ray(ws, settings, paths, address=ray, workers=settings.workers or 1,
+                                    cpus_per_worker=cpus_per_worker, delete=delete, progress=on_progress)
+            else:
+                report = indexer.run(paths, delete=delete, progress=on_progress)
         print_report(report, as_json)
         if not as_json:
             suggest_quantize(ws, report.embedded, paths)
