@@ -636,3 +636,29 @@ def test_legacy_page_queries_read_as_before():
     assert pagequery.describe({"kind": "similar", "value": "0123456789abcdef"}) == "the selected image"
     assert pagequery.normal({"kind": "image", "value": "/up/x.jpg"})["image"] == "/up/x.jpg"
     assert pagequery.is_empty(None) and pagequery.is_empty({"kind": "text", "value": "  "})
+
+
+def test_the_relevance_cut_pages_and_counts_in_the_api_and_the_page(client):
+    from pixsearch.ui import ANY, run_page
+
+    whole = client.post("/api/search", json={"terms": [{"text": "a shoe"}], "k": 20, "cut": "auto"}).json()
+    plain = client.get("/api/search", params={"q": "a shoe", "k": 20}).json()
+    assert plain["cut"] == 0 and plain["relevant"] is None
+    assert whole["relevant"] == whole["count"] and whole["cut"] + whole["relevant"] == SAMPLE_COUNT
+    assert 0 < whole["relevant"] < SAMPLE_COUNT
+    assert [r["id"] for r in whole["results"]] == [r["id"] for r in plain["results"]][:whole["relevant"]]
+    pages, offset = [], 0
+    while offset is not None:
+        page = client.get("/api/search", params={"q": "a shoe", "k": 2, "offset": offset, "cut": "auto"}).json()
+        assert (page["cut"], page["relevant"]) == (whole["cut"], whole["relevant"])
+        pages += page["results"]
+        offset = page["next_offset"]
+    assert [r["id"] for r in pages] == [r["id"] for r in whole["results"]]  # and no empty page at the end
+    bad = client.get("/api/search", params={"q": "a shoe", "cut": "sometimes"})
+    assert bad.status_code == 422
+
+    service = client.app.state.service
+    query = {"text": "a shoe", "image": None, "examples": []}
+    items, message, shown, following = run_page(service, query, 50, 0.0, ANY, ANY, "relevance", relevant=True)
+    assert [r["id"] for r in shown] == [r["id"] for r in whole["results"]] and following is None
+    assert f"{whole['cut']} cut as not relevant" in message
