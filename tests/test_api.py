@@ -659,6 +659,6 @@ def test_the_relevance_cut_pages_and_counts_in_the_api_and_the_page(client):
 
     service = client.app.state.service
     query = {"text": "a shoe", "image": None, "examples": []}
-    items, message, shown, following = run_page(service, query, 50, 0.0, ANY, ANY, "relevance", relevant=True)
+    _, message, shown, following = run_page(service, query, 50, 0.0, ANY, ANY, "relevance", relevant=True)
     assert [r["id"] for r in shown] == [r["id"] for r in whole["results"]] and following is None
     assert f"{whole['cut']} cut as not relevant" in message
