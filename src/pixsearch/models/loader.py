@@ -12,7 +12,8 @@ from collections.abc import Iterable
 from importlib import metadata
 from pathlib import Path
 
-from .autotune import Decision, check_backend, machine_fingerprint, read_decision
+from .autotune import Decision, machine_fingerprint, read_decision
+from .candidates import check_backend
 from .convert import convert_cached
 from .onnx import OnnxEmbedder
 from .ref import ModelRef, parse_model_ref
