@@ -464,9 +464,9 @@ def test_more_like_this_reads_the_row_once_and_the_page_keeps_to_max_k(client, m
     service = client.app.state.service
     hit = client.get("/api/search", params={"q": "a blue hat", "k": 1}).json()["results"][0]
     gets, ks = [], []
-    get, search = service.workspace.store.get, service.searcher.search
+    get, search = service.workspace.store.get, service.searcher.results  # the front ends' entry point
     monkeypatch.setattr(service.workspace.store, "get", lambda *a, **k: gets.append(a) or get(*a, **k))
-    monkeypatch.setattr(service.searcher, "search", lambda query: ks.append(query.k) or search(query))
+    monkeypatch.setattr(service.searcher, "results", lambda query: ks.append(query.k) or search(query))
     assert client.get(f"/api/search/similar/{hit['id']}", params={"k": 3}).json()["count"] == 3
     assert len(gets) == 1
     run_query(service, {"kind": "similar", "value": hit["id"]}, 100, 0.0, ANY, ANY, "relevance")
