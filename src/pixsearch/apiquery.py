@@ -61,6 +61,12 @@ TermIn = Annotated[
                   custom_error_message="a term has exactly one of: text, image, image_id"),
 ]
 
+CutName = Literal["none", "auto", "mixture", "otsu", "gap"]
+"""relevance.CUTS as a type (tests/test_relevance.py keeps them equal)."""
+CUT_HELP = ("Relevance cut: auto keeps only the results that stand out from this query's own score "
+            "distribution, before paging (the response says how many it cut); mixture, otsu or gap name a "
+            "method; none keeps all (only min_score applies).")
+
 EXAMPLES: dict[str, Example] = {
     "text": {"summary": "Words only", "value": {"terms": [{"text": "a red dress"}], "k": 10}},
     "combined": {"summary": "Words, minus words, plus an indexed image", "value": {
@@ -88,6 +94,7 @@ class SearchBody(BaseModel):
                                "date-time (exclusive).")
     sort: Literal["relevance", "date"] = Field("relevance", description="date: this page of results (after "
                                                 "min_score) newest-taken first; the relevant set, not the library.")
+    cut: CutName = Field("none", description=CUT_HELP)
 
 
 def base64_chars(size: int) -> int:
