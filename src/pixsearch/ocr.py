@@ -31,6 +31,8 @@ upside-down text."""
 MAX_SIDE = 1600
 """Longer images are shrunk to this before OCR: detection resizes to ~736 px anyway, and the
 full resolution of a 24-megapixel photo only costs time."""
+DECODE_SIDE = 960
+"""Shorter side a JPEG may be decoded down to for OCR alone (``images.decode_image``'s min_side)."""
 MIN_CONFIDENCE = 0.5
 """Recognised lines below this confidence are dropped (mostly texture read as letters)."""
 MAX_TEXT = 4000
@@ -58,6 +60,11 @@ class Recognizer:
         self._threads = threads
         self._engine: Any = None
         self._lock = threading.Lock()
+
+    def load(self) -> None:
+        """Load the engine now (``OcrUnavailable`` when it is not installed)."""
+        with self._lock:
+            self._load()
 
     def _load(self) -> Any:
         if self._engine is None:

@@ -20,7 +20,7 @@ from .errors import PixsearchError
 from .exif import iso
 from .images import ImageError, decode_image
 from .models.base import Embedder
-from .store import Filters, Hit, ImageRow, Store
+from .store import Filters, Hit, ImageRow, Store, words
 
 ID_PATTERN = re.compile(r"^[0-9a-f]{16}$")
 """Row ids are 8-byte blake2b hex digests of the path (indexer.image_id)."""
@@ -215,8 +215,13 @@ class Searcher:
         check_sort(query.sort)
         vector = self.query_vector(query.terms)
         filters = query.filters
-        hits = self.store.search(vector[None, :], k=offset + k, filter=filters.expression(),
-                                 min_score=filters.min_score)[0]
+        text = " ".join(t.text for t in query.terms if isinstance(t, TextTerm) and t.weight > 0)
+        if text.strip() and filters.min_score is None and self.store.has_ocr_text():
+            hits = mark_matches(self.store.hybrid_search(vector, text, k=offset + k, filter=filters.expression()),
+                                text)
+        else:
+            hits = self.store.search(vector[None, :], k=offset + k, filter=filters.expression(),
+                                     min_score=filters.min_score)[0]
         page = hits[offset:offset + k]
         if query.sort == "date":
             page.sort(key=lambda hit: float(hit.fields.get("taken_at") or 0.0), reverse=True)
@@ -293,6 +298,15 @@ class Searcher:
 
     def by_id(self, image_id: str, k: int = 10, filters: Filters = Filters()) -> list[Hit]:
         return self.search(Query.of(IdTerm(image_id), k, filters))
+
+
+def mark_matches(hits: list[Hit], text: str) -> list[Hit]:
+    """*hits* with ``ocr_matched``: the query's words found in each one's OCR text (for highlighting)."""
+    wanted = set(words(text))
+    for hit in hits:
+        found = wanted.intersection(words(str(hit.fields.get("ocr_text") or "")))
+        hit.fields["ocr_matched"] = sorted(found)
+    return hits
 
 
 def _unit(vector: np.ndarray) -> np.ndarray:

@@ -114,6 +114,9 @@ def index(
     delete: Annotated[bool, typer.Option("--delete/--no-delete", help="Remove images whose files vanished.")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
     watch: Annotated[bool, typer.Option("--watch", help="Keep running and sync changes as they happen.")] = False,
+    ocr: Annotated[bool | None, typer.Option("--ocr/--no-ocr", help="Read the text in images so text queries "
+                                             "match it (pixsearch[ocr]; indexed images are read, not re-embedded)."
+                                             )] = None,
 ) -> None:
     """Embed new and changed images and store them in Milvus (re-runs only touch what changed).
 
@@ -125,7 +128,8 @@ def index(
     from ..workspace import new_indexer, open_workspace
 
     settings = settings_from(db=db, token=token, collection=collection, model=model, threads=threads,
-                             precision=precision, backend=backend, batch_size=batch_size, workers=workers)
+                             precision=precision, backend=backend, batch_size=batch_size, workers=workers,
+                             ocr=ocr)
     check_sources(paths)  # before anything is opened: a typo must not create a database
     with _Stage() as stage:
         ws = open_workspace(settings, create=True, on_stage=stage.start)

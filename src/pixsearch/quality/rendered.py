@@ -55,7 +55,7 @@ def render(background: Path, word: str, target: Path, variant: int, width: int =
     with Image.open(background) as photo:
         base = photo.convert("RGB")
     base = base.resize((width, max(1, round(base.height * width / base.width))))
-    box = font.getbbox(word)
+    box = [round(edge) for edge in font.getbbox(word)]
     band = Image.new("RGBA", (box[2] - box[0] + size, box[3] - box[1] + size), (250, 250, 245, 235))
     ImageDraw.Draw(band).text((size // 2 - box[0], size // 2 - box[1]), word, font=font, fill=(20, 20, 30, 255))
     band = band.rotate(rotation, expand=True, resample=Image.Resampling.BICUBIC)
