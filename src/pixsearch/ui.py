@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hmac
 import os
+import re
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -178,8 +179,18 @@ def details_markdown(row: dict[str, Any]) -> str:
         source = {"exif": "EXIF", "exif-local": "EXIF, camera's local time", "mtime": "file time"}
         lines.append(f"taken {iso(float(f['taken_at']), str(f.get('taken_from', '')))} "
                      f"({source.get(str(f.get('taken_from')), 'file time')})")
+    if f.get("ocr_text"):
+        lines.append("text in the image: " + highlight_text(str(f["ocr_text"]), f.get("ocr_matched") or []))
     lines.append(f"modified {_when(f.get('mtime'))} · indexed {_when(f.get('indexed_at'))} · id `{row['id']}`")
     return "\n\n".join(lines)
+
+
+def highlight_text(text: str, matched: list[str]) -> str:
+    """OCR text as Markdown, Markdown characters escaped, the query words it matched in **bold**."""
+    wanted = {word.lower() for word in matched}
+    parts = re.split(r"([^\W_]+)", " / ".join(line for line in text.splitlines() if line.strip())[:600])
+    escaped = [re.sub(r"([\\`*_{}\[\]()#+\-.!|<>~])", r"\\\1", part) for part in parts]
+    return "".join(f"**{part}**" if part.lower() in wanted else part for part in escaped)
 
 
 def build_ui(service: SearchService, upload_dir: Path) -> gr.Blocks:

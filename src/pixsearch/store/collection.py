@@ -22,8 +22,8 @@ from .fulltext import (
     bm25_requests,
     fuse_fallback,
     has_bm25,
-    like_filter,
     say_fallback,
+    text_ranking,
     words,
 )
 from .policy import IndexPolicy
@@ -231,10 +231,13 @@ class Collection(Table):
             vector_hits = [(h.id, h.score, h.fields) for h in self.search([query], k, filter, None, fields)[0]]
             terms = list(dict.fromkeys(words(text)))
             rows: list[dict[str, Any]] = []
-            if terms:
-                condition = f"({like_filter(terms)})" + (f" and ({filter})" if filter else "")
-                rows = self._calls.query(self.name, filter=condition, output_fields=fields, limit=TEXT_CANDIDATES,
-                                         consistency_level=self.policy.search_consistency)
+            if terms:  # 2.3's like takes prefixes only: the texts are scored here, a bounded set of them
+                condition = 'ocr_text != ""' + (f" and ({filter})" if filter else "")
+                texts = self._calls.query(self.name, filter=condition, output_fields=["id", "ocr_text"],
+                                          limit=TEXT_CANDIDATES, consistency_level=self.policy.search_consistency)
+                best = set(text_ranking(texts, terms)[:k])
+                rows = self._calls.get(self.name, ids=sorted(best), output_fields=fields,
+                                       consistency_level=self.policy.search_consistency) if best else []
             raw = fuse_fallback(vector_hits, rows, terms, k)
         return [Hit(id=hit_id, score=score, fields=plain_row({**entity, "id": hit_id}))
                 for hit_id, score, entity in raw]

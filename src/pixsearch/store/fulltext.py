@@ -8,10 +8,10 @@ none) and ``ocr_model`` (the recogniser that read it; "" = not read yet). Two wa
   search and the BM25 search and fuses them with Reciprocal Rank Fusion, RRF(k=60): an image's
   score is the sum over both rankings of 1 / (60 + its rank there).
 * **Fallback** for servers without sparse vectors or BM25 (the Milvus 2.3 server): ``ocr_text`` is
-  a plain VARCHAR; the images whose text contains a query word (a ``like`` filter per word, in the
-  word's lower, upper and capitalised forms, at most ``TEXT_CANDIDATES`` rows) are scored in Python
-  by how many distinct query words they contain as whole words (shorter texts first on ties), and
-  that ranking is fused with the vector ranking by the same RRF(k=60).
+  a plain VARCHAR. Its ``like`` takes prefixes only (``ab%``), so the rows holding any text (at most
+  ``TEXT_CANDIDATES``) are scored in Python by how many distinct query words they contain as whole
+  words (shorter texts first on ties), and that ranking is fused with the vector ranking by the
+  same RRF(k=60).
 """
 
 from __future__ import annotations
@@ -20,8 +20,6 @@ import logging
 import re
 from collections.abc import Sequence
 from typing import Any
-
-from .filters import quote
 
 log = logging.getLogger("pixsearch.store")
 
@@ -34,8 +32,9 @@ OCR_FIELDS = ("ocr_text", "ocr_model")
 SPARSE_FIELD = "ocr_sparse"
 RRF_K = 60
 """The RRF constant (Cormack et al.'s 60, also pymilvus' default)."""
-TEXT_CANDIDATES = 200
-"""Rows the fallback's ``like`` filter may return for scoring in Python."""
+TEXT_CANDIDATES = 16384
+"""Rows with text the fallback scores in Python per query (Milvus' largest query page): a server
+library with more images holding text searches only this many of them (Milvus' order)."""
 
 RawHit = tuple[str, float, dict[str, Any]]
 """(id, score, stored fields) of one fused result."""
@@ -75,13 +74,6 @@ def rrf(rankings: Sequence[Sequence[str]], k: int = RRF_K) -> list[tuple[str, fl
         for rank, item in enumerate(ranking, start=1):
             scores[item] = scores.get(item, 0.0) + 1.0 / (k + rank)
     return sorted(scores.items(), key=lambda pair: -pair[1])
-
-
-def like_filter(terms: Sequence[str]) -> str:
-    """A filter for rows whose ``ocr_text`` contains any of *terms* in lower, upper or title case
-    (``like`` is case-sensitive; % and _ are wildcards, so terms are letters and digits only)."""
-    forms = sorted({form for term in terms for form in (term, term.upper(), term.capitalize())})
-    return " or ".join(f"ocr_text like {quote('%' + form + '%')}" for form in forms)
 
 
 def text_ranking(rows: Sequence[dict[str, Any]], terms: Sequence[str]) -> list[str]:
