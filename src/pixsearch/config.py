@@ -65,6 +65,8 @@ class Settings:
     pays for itself after 915-1,162 images; smaller runs would spend more on building than they save."""
     precision_min_cosine: float = 0.999
     """The per-image agreement with fp32 a variant must reach for ``auto`` (0.999 or stricter)."""
+    ocr: bool = False
+    """Read the text in each image (``pixsearch[ocr]``) so text queries also match it (see ``ocr``)."""
     max_pixels: int = 250_000_000
     max_file_bytes: int = 256 * 1024 * 1024
     host: str = "127.0.0.1"
@@ -87,6 +89,15 @@ class Settings:
 
 def _coerce(key: str, value: Any, type_name: Any) -> Any:
     kind = type_name if isinstance(type_name, str) else getattr(type_name, "__name__", "str")
+    if kind == "bool":
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in ("1", "true", "yes", "on"):
+            return True
+        if text in ("0", "false", "no", "off", ""):
+            return False
+        raise ConfigError(f"setting {key!r} wants true or false, got {value!r}")
     try:
         if kind == "int":
             return int(value)

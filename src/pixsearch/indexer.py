@@ -30,6 +30,8 @@ import numpy as np
 from .exif import TakenAt, taken_at
 from .images import ImageError, decode_image, read_file
 from .models.base import Embedder
+from .ocr import Recognizer
+from .ocrindex import read_missing
 from .sources import Scan, SourceFile, scan_sources
 from .store import ImageRow, SkipLog, SkipRow, Store, image_id, is_under
 
@@ -50,6 +52,8 @@ class IndexReport:
     """Files that failed before and have not changed since (not retried)."""
     seconds: float = 0.0
     interrupted: bool = False
+    ocr_read: int = 0
+    """Images whose text OCR read in this run (``--ocr``): new ones, and indexed ones never read."""
 
     @property
     def images_per_second(self) -> float:
@@ -65,6 +69,8 @@ class IndexReport:
         text = (f"added {self.added}, updated {self.updated}, moved {self.moved}, removed {self.removed}, "
                 f"unchanged {self.unchanged}, skipped {len(self.skipped) + self.still_skipped} "
                 f"in {self.seconds:.1f}s ({self.images_per_second:.1f} images/s embedded)")
+        if self.ocr_read:
+            text += f"; text read in {self.ocr_read} images"
         return ("interrupted: " if self.interrupted else "") + text
 
 
@@ -101,6 +107,9 @@ class _Work:
     error: str = ""
     unreadable: bool = False
     """The error was reading the file (permissions, I/O), not its content."""
+    ocr_text: str = ""
+    ocr_model: str = ""
+    """The text OCR read and the recogniser that read it ("" when OCR did not run on it)."""
 
 
 ProgressCallback = Callable[[int, int], None]
@@ -143,7 +152,8 @@ class Indexer:
     """Brings a collection in line with a set of sources."""
 
     def __init__(self, store: Store, embedder: Embedder, batch_size: int = 32, workers: int = 0,
-                 max_pixels: int = 250_000_000, max_file_bytes: int = 256 * 1024 * 1024):
+                 max_pixels: int = 250_000_000, max_file_bytes: int = 256 * 1024 * 1024,
+                 ocr: Recognizer | None = None):
         self.store = store
         self.embedder = embedder
         self.batch_size = max(1, batch_size)
@@ -151,6 +161,10 @@ class Indexer:
         self.max_pixels = max_pixels
         self.max_file_bytes = max_file_bytes
         self.skips = SkipLog(store)
+        self.ocr = ocr
+        """Reads the text in each new image (``--ocr``); None: no OCR."""
+        if ocr is not None:
+            ocr.load()  # a missing engine fails here, once, not as a skip per file
         self.stop = threading.Event()
         """Set it (e.g. from a SIGINT handler) to finish the current batch and stop."""
 
@@ -176,6 +190,8 @@ class Indexer:
         image = decode_image(data, min_side=self.embedder.min_decode_side, max_pixels=self.max_pixels)
         work.crop = self.embedder.prepare(image.rgb)
         work.width, work.height = image.width, image.height
+        if self.ocr is not None:
+            work.ocr_text, work.ocr_model = self.ocr.read(image.rgb), self.ocr.model
 
     def _redo_without_reuse(self, work: _Work) -> None:
         """The donor row no longer holds this content (edited or removed since): embed the file itself."""
@@ -183,6 +199,7 @@ class Indexer:
         work.digest, work.crop, work.width, work.height = fresh.digest, fresh.crop, fresh.width, fresh.height
         work.reuse_id, work.error, work.unreadable = "", fresh.error, fresh.unreadable
         work.taken = fresh.taken
+        work.ocr_text, work.ocr_model = fresh.ocr_text, fresh.ocr_model
 
     # -- main loop -------------------------------------------------------------
 
@@ -220,7 +237,11 @@ class Indexer:
         return scan, todo, state
 
     def finish(self, scan: Scan, state: RunState, delete: bool, started: float) -> IndexReport:
-        """After every file was processed: remove vanished rows, flush, close the report."""
+        """After every file was processed: read the text of rows OCR has not read yet (``--ocr``), remove
+        vanished rows, flush, close the report."""
+        if self.ocr is not None and not self.stop.is_set():
+            ocr = read_missing(self.store, self.ocr, scan.roots, self.stop, self.max_pixels, self.max_file_bytes)
+            state.report.ocr_read += ocr.read
         if delete and not self.stop.is_set():
             state.report.removed += self._remove_vanished(scan, state)
         self.store.flush()
@@ -296,6 +317,7 @@ class Indexer:
                 state.count(work.file.path, moved=False)
         for work in (w for w in batch if w.reuse_id):
             donor = donors[work.reuse_id]
+            work.ocr_text, work.ocr_model = donor.get("ocr_text", ""), donor.get("ocr_model", "")  # same content
             rows.append(self._row(work, donor["vector"], donor["width"], donor["height"], now, state))
             moved = donor["path"] not in state.moved_from and not os.path.exists(donor["path"])
             if moved:  # a second copy of a moved file counts as added
@@ -320,7 +342,7 @@ class Indexer:
         return {"id": image_id(file.path), "vector": vector, "path": file.path, "label": label,
                 "size": file.size, "mtime": file.mtime, "width": int(width), "height": int(height),
                 "content_hash": work.digest, "indexed_at": now, "taken_at": taken.timestamp,
-                "taken_from": taken.source}
+                "taken_from": taken.source, "ocr_text": work.ocr_text, "ocr_model": work.ocr_model}
 
     def _remove_vanished(self, scan: Scan, state: RunState) -> int:
         """Delete rows (and skip records) under the scanned roots whose files are gone."""

@@ -7,6 +7,7 @@ page was tried as a new user at 1366x900 and on a 390 px phone; each rule below 
 from __future__ import annotations
 
 import os
+import re
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -99,8 +100,18 @@ def details_markdown(row: dict[str, Any]) -> str:
     if f.get("taken_at") is not None:
         lines.append(f"taken {iso(float(f['taken_at']), str(f.get('taken_from', '')))} "
                      f"({TAKEN_FROM.get(str(f.get('taken_from')), 'file time')})")
+    if f.get("ocr_text"):
+        lines.append("text in the image: " + highlight_text(str(f["ocr_text"]), f.get("ocr_matched") or []))
     lines.append(f"modified {when(f.get('mtime'))} · indexed {when(f.get('indexed_at'))} · id `{row['id']}`")
     return "\n\n".join(lines)
+
+
+def highlight_text(text: str, matched: list[str]) -> str:
+    """OCR text as Markdown, Markdown characters escaped, the query words it matched in **bold**."""
+    wanted = {word.lower() for word in matched}
+    parts = re.split(r"([^\W_]+)", " / ".join(line for line in text.splitlines() if line.strip())[:600])
+    escaped = [re.sub(r"([\\`*_{}\[\]()#+\-.!|<>~])", r"\\\1", part) for part in parts]
+    return "".join(f"**{part}**" if part.lower() in wanted else part for part in escaped)
 
 
 def upload_thumbnail(path: str, upload_dir: Path, limit_bytes: int, max_pixels: int) -> np.ndarray | None:

@@ -21,7 +21,7 @@ from .exif import iso
 from .images import ImageError, decode_image
 from .models.base import Embedder
 from .relevance import CUT_DEPTH, CUTS, keep_count, method_of
-from .store import Filters, Hit, ImageRow, Store
+from .store import Filters, Hit, ImageRow, Store, words
 
 ID_PATTERN = re.compile(r"^[0-9a-f]{16}$")
 """Row ids are 8-byte blake2b hex digests of the path (indexer.image_id)."""
@@ -244,7 +244,13 @@ class Searcher:
         vector = self.query_vector(query.terms)
         filters = query.filters
         cut, relevant = 0, None
-        if method is None:
+        text = " ".join(t.text for t in query.terms if isinstance(t, TextTerm) and t.weight > 0)
+        if method is None and text.strip() and filters.min_score is None and self.store.has_ocr_text():
+            # Words also match the text read in images (BM25, fused by rank): fused ranks are not
+            # similarities, so a min-score or a relevance cut keeps to the CLIP ranking below.
+            hits = mark_matches(self.store.hybrid_search(vector, text, k=offset + k, filter=filters.expression()),
+                                text)
+        elif method is None:
             hits = self.store.search(vector[None, :], k=offset + k, filter=filters.expression(),
                                      min_score=filters.min_score)[0]
         else:
@@ -330,6 +336,15 @@ class Searcher:
 
     def by_id(self, image_id: str, k: int = 10, filters: Filters = Filters()) -> list[Hit]:
         return self.search(Query.of(IdTerm(image_id), k, filters))
+
+
+def mark_matches(hits: list[Hit], text: str) -> list[Hit]:
+    """*hits* with ``ocr_matched``: the query's words found in each one's OCR text (for highlighting)."""
+    wanted = set(words(text))
+    for hit in hits:
+        found = wanted.intersection(words(str(hit.fields.get("ocr_text") or "")))
+        hit.fields["ocr_matched"] = sorted(found)
+    return hits
 
 
 def _unit(vector: np.ndarray) -> np.ndarray:

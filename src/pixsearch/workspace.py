@@ -21,6 +21,7 @@ from .config import DEFAULT_MODEL, ConfigError, Settings
 from .indexer import Indexer
 from .models import Embedder, ModelError, ModelSpec, load_embedder, load_spec
 from .models.ref import parse_model_ref
+from .ocr import Recognizer
 from .store import CollectionInfo, Store, StoreError, collection_name_for, is_local_uri
 
 StageCallback = Callable[[str], None]
@@ -43,7 +44,8 @@ class Workspace:
 def new_indexer(workspace: Workspace, settings: Settings) -> Indexer:
     """The Indexer every entry point uses (CLI, server, eval), configured from *settings* alike."""
     return Indexer(workspace.store, workspace.embedder, batch_size=settings.batch_size, workers=settings.workers,
-                   max_pixels=settings.max_pixels, max_file_bytes=settings.max_file_bytes)
+                   max_pixels=settings.max_pixels, max_file_bytes=settings.max_file_bytes,
+                   ocr=Recognizer(settings.threads) if settings.ocr else None)
 
 
 def choose_model(settings: Settings, store: Store,

@@ -118,6 +118,9 @@ def index(
                                             "Ray) or ray://host:10001; needs pixsearch[ray] and a Milvus server; "
                                             "--workers is then the number of embedding actors.")] = None,
     cpus_per_worker: Annotated[float, typer.Option("--cpus-per-worker", help="With --ray: CPUs per actor.")] = 1.0,
+    ocr: Annotated[bool | None, typer.Option("--ocr/--no-ocr", help="Read the text in images so text queries "
+                                             "match it (pixsearch[ocr]; indexed images are read, not re-embedded)."
+                                             )] = None,
 ) -> None:
     """Embed new and changed images and store them in Milvus (re-runs only touch what changed).
 
@@ -129,7 +132,8 @@ def index(
     from ..workspace import new_indexer, open_workspace
 
     settings = settings_from(db=db, token=token, collection=collection, model=model, threads=threads,
-                             precision=precision, backend=backend, batch_size=batch_size, workers=workers)
+                             precision=precision, backend=backend, batch_size=batch_size, workers=workers,
+                             ocr=ocr)
     check_sources(paths)  # before anything is opened: a typo must not create a database
     with _Stage() as stage:
         ws = open_workspace(settings, create=True, on_stage=stage.start)

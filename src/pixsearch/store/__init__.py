@@ -21,6 +21,7 @@ from .collection import Collection, CollectionInfo, Hit, collection_name_for
 from .connection import Store
 from .errors import StoreError
 from .filters import Filters, is_under, path_prefix_filter, quote
+from .fulltext import words
 from .migrations import Migration
 from .policy import IndexPolicy, is_local_uri, policy_for
 from .rows import FIELDS, MAX_LABEL, MAX_PATH, ImageRow, SkipRow, image_id
@@ -50,4 +51,5 @@ __all__ = [
     "path_prefix_filter",
     "policy_for",
     "quote",
+    "words",
 ]

@@ -91,8 +91,15 @@ class MilvusCalls:
     def search(self, name: str, data: list[list[float]], limit: int, filter: str, output_fields: Sequence[str],
                search_params: dict[str, Any], consistency_level: str) -> list[list[dict[str, Any]]]:
         results = self._call("search", self._client.search, name, data=data, limit=limit, filter=filter,
-                             output_fields=list(output_fields), search_params=search_params,
+                             output_fields=list(output_fields), search_params=search_params, anns_field="vector",
                              consistency_level=consistency_level)
+        return [[dict(hit) for hit in hits] for hits in results]
+
+    def hybrid_search(self, name: str, requests: Sequence[Any], ranker: Any, limit: int,
+                      output_fields: Sequence[str], consistency_level: str) -> list[list[dict[str, Any]]]:
+        """Several searches (pymilvus AnnSearchRequests) fused by *ranker* into one ranking each."""
+        results = self._call("hybrid_search", self._client.hybrid_search, name, list(requests), ranker,
+                             limit=limit, output_fields=list(output_fields), consistency_level=consistency_level)
         return [[dict(hit) for hit in hits] for hits in results]
 
     def close(self) -> None:

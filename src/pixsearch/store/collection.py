@@ -15,9 +15,20 @@ from numpy.typing import ArrayLike
 from .client import MilvusCalls
 from .errors import StoreError
 from .filters import path_prefix_filter
+from .fulltext import (
+    OCR_SCHEMA_VERSION,
+    TEXT_CANDIDATES,
+    add_text_fields,
+    bm25_requests,
+    fuse_fallback,
+    has_bm25,
+    say_fallback,
+    text_ranking,
+    words,
+)
 from .policy import IndexPolicy
 from .rows import FIELDS, ImageRow, plain_row, wire_row
-from .schema import image_description, image_schema, schema_version
+from .schema import image_description, image_schema, parse_description, schema_version
 from .skiplog import SkipLog
 from .table import Table
 
@@ -40,11 +51,16 @@ class Hit:
 
 def create_image_table(table: Table, description: str, dim: int,
                        schema_for: Callable[[str, int], Any] = image_schema) -> None:
-    """Create *table* as an image collection: *schema_for(description, dim)* and the policy's vector index."""
+    """Create *table* as an image collection: *schema_for(description, dim)* and the policy's vector index,
+    plus the OCR text fields from ``OCR_SCHEMA_VERSION`` on (searched by BM25 where the backend can)."""
     index = table.index_params()
     index.add_index(field_name="vector", index_type=table.policy.index_type, metric_type="IP",
                     params=table.policy.index_params)
-    table.create(schema_for(description, dim), index)
+    schema = schema_for(description, dim)
+    meta = parse_description(description)
+    if meta is not None and schema_version(meta) >= OCR_SCHEMA_VERSION:
+        add_text_fields(schema, index, table.policy.full_text)
+    table.create(schema, index)
 
 
 COUNT_MAX_AGE_S = 5.0
@@ -189,6 +205,42 @@ class Collection(Table):
     def iter_under(self, prefix: str, fields: Sequence[str] = FIELDS) -> Iterator[ImageRow]:
         """Every row whose path is *prefix* or lies under it."""
         yield from self.iter_rows(tuple(dict.fromkeys(["path", *fields])), filter=path_prefix_filter(prefix))
+
+    def has_ocr_text(self) -> bool:
+        """Whether any row holds text OCR read (only then does a text query also search text)."""
+        meta = self.description()
+        if meta is None or schema_version(meta) < OCR_SCHEMA_VERSION:
+            return False
+        return bool(self._calls.query(self.name, filter='ocr_text != ""', output_fields=["id"], limit=1,
+                                      consistency_level=self.policy.search_consistency))
+
+    def hybrid_search(self, vector: ArrayLike, text: str, k: int, filter: str = "",
+                      output_fields: Sequence[str] = FIELDS) -> list[Hit]:
+        """Top-*k* rows for *vector* and the words of *text* in the OCR text, fused by RRF (``fulltext``):
+        one Milvus hybrid search with BM25 where the collection has it, else the documented fallback."""
+        query = np.asarray(vector, dtype=np.float32).reshape(-1).tolist()
+        fields = list(output_fields)
+        if has_bm25(self._calls.describe_collection(self.name)):
+            requests, ranker = bm25_requests(query, text, k, filter, self.policy.search_params_for(k))
+            results = self._calls.hybrid_search(self.name, requests, ranker, limit=k, output_fields=fields,
+                                                consistency_level=self.policy.search_consistency)
+            raw = [(str(h.get("id")), float(h.get("distance", 0.0)), dict(h.get("entity", {}) or {}))
+                   for h in (results[0] if results else [])]
+        else:
+            say_fallback(self.uri)
+            vector_hits = [(h.id, h.score, h.fields) for h in self.search([query], k, filter, None, fields)[0]]
+            terms = list(dict.fromkeys(words(text)))
+            rows: list[dict[str, Any]] = []
+            if terms:  # 2.3's like takes prefixes only: the texts are scored here, a bounded set of them
+                condition = 'ocr_text != ""' + (f" and ({filter})" if filter else "")
+                texts = self._calls.query(self.name, filter=condition, output_fields=["id", "ocr_text"],
+                                          limit=TEXT_CANDIDATES, consistency_level=self.policy.search_consistency)
+                best = set(text_ranking(texts, terms)[:k])
+                rows = self._calls.get(self.name, ids=sorted(best), output_fields=fields,
+                                       consistency_level=self.policy.search_consistency) if best else []
+            raw = fuse_fallback(vector_hits, rows, terms, k)
+        return [Hit(id=hit_id, score=score, fields=plain_row({**entity, "id": hit_id}))
+                for hit_id, score, entity in raw]
 
     def search(self, vectors: ArrayLike, k: int, filter: str = "", min_score: float | None = None,
                output_fields: Sequence[str] = FIELDS) -> list[list[Hit]]:

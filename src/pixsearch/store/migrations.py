@@ -22,6 +22,7 @@ import numpy as np
 from . import schema
 from .collection import Collection, create_image_table
 from .errors import StoreError
+from .fulltext import OCR_SCHEMA_VERSION
 from .rows import fields_for
 from .schema import image_description, image_schema, schema_version
 from .table import Table
@@ -145,3 +146,12 @@ def _with_mtime_dates(row: Row) -> Row:
 
 register(Migration(source=1, summary="capture dates added (taken_at, taken_from); existing rows get their mtime",
                    transform=_with_mtime_dates))
+
+
+def _without_ocr_text(row: Row) -> Row:
+    """A row before OCR at the OCR version: no text read yet (``--ocr`` reads it, and embeds nothing)."""
+    return {**row, "ocr_text": "", "ocr_model": ""}
+
+
+register(Migration(source=OCR_SCHEMA_VERSION - 1, summary="text read in images added (ocr_text, ocr_model); "
+                   "existing rows have none until an index run with --ocr", transform=_without_ocr_text))

@@ -29,6 +29,9 @@ class IndexPolicy:
     """Rows per query page when listing a collection (at most 16384)."""
     flush: bool = True
     """Whether to flush at the end of an index run."""
+    full_text: bool = True
+    """Whether new collections get Milvus' BM25 full-text search on the OCR text (Milvus 2.5+; the 2.3
+    server has no sparse vectors: ``fulltext`` describes its fallback)."""
 
     def search_params_for(self, k: int) -> dict[str, Any]:
         """Search parameters for a top-*k* search (HNSW wants ef >= k)."""
@@ -63,4 +66,4 @@ def policy_for(uri: str) -> IndexPolicy:
     # needed: acknowledged writes are already durable and searchable; the server seals segments.
     return IndexPolicy(backend="milvus-server", index_type="HNSW", index_params={"M": 16, "efConstruction": 200},
                        search_params={"ef": 128}, insert_batch=5000, search_consistency="Session",
-                       page=10000, flush=False)
+                       page=10000, flush=False, full_text=False)

@@ -15,9 +15,12 @@ from typing import Any, TypedDict
 import numpy as np
 from numpy.typing import NDArray
 
+from .fulltext import MAX_OCR_MODEL, MAX_OCR_TEXT, OCR_FIELDS, OCR_SCHEMA_VERSION
+
 FIELDS_V1 = ("id", "path", "label", "size", "mtime", "width", "height", "content_hash", "indexed_at")
 """Scalar fields of an image row at schema version 1."""
-FIELDS = (*FIELDS_V1, "taken_at", "taken_from")
+FIELDS_V2 = (*FIELDS_V1, "taken_at", "taken_from")
+FIELDS = (*FIELDS_V2, *OCR_FIELDS)
 """Scalar fields of an image row (the vector is separate), at this code's schema version."""
 MAX_TAKEN_FROM = 16
 MAX_PATH = 4096
@@ -43,11 +46,15 @@ class ImageRow(TypedDict, total=False):
     """Capture time, UTC epoch seconds (see ``exif`` for what ``exif-local`` means)."""
     taken_from: str
     """"exif", "exif-local" or "mtime"."""
+    ocr_text: str
+    """Text OCR read in the image ("" for none); see ``fulltext``."""
+    ocr_model: str
+    """The recogniser that read ``ocr_text``; "" when OCR has not run on this content."""
 
 
 def fields_for(version: int) -> tuple[str, ...]:
     """The scalar fields of an image collection at schema *version*."""
-    return FIELDS_V1 if version < 2 else FIELDS
+    return FIELDS_V1 if version < 2 else FIELDS_V2 if version < OCR_SCHEMA_VERSION else FIELDS
 
 
 class SkipRow(TypedDict, total=False):
@@ -77,10 +84,12 @@ def plain_row(row: Mapping[str, Any]) -> dict[str, Any]:
 def wire_row(row: Mapping[str, Any]) -> dict[str, Any]:
     """An image row as Milvus takes it: every field, strings cut to their limits, the vector a list.
 
-    A row without a capture time gets its mtime, said to be one."""
+    A row without a capture time gets its mtime, said to be one; one without OCR text has none ("")."""
     out = {name: row[name] for name in FIELDS_V1}
     out["taken_at"] = float(row["mtime"] if row.get("taken_at") is None else row["taken_at"])
     out["taken_from"] = str(row.get("taken_from") or "mtime")[:MAX_TAKEN_FROM]
+    out["ocr_text"] = str(row.get("ocr_text") or "")[:MAX_OCR_TEXT]
+    out["ocr_model"] = str(row.get("ocr_model") or "")[:MAX_OCR_MODEL]
     out["path"] = str(out["path"])[:MAX_PATH]
     out["label"] = str(out.get("label") or "")[:MAX_LABEL]
     out["indexed_at"] = float(out.get("indexed_at") or time.time())

@@ -11,12 +11,14 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from .fulltext import OCR_SCHEMA_VERSION
 from .rows import MAX_LABEL, MAX_PATH, MAX_REASON, MAX_TAKEN_FROM
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = OCR_SCHEMA_VERSION
 """The layout of image collections this code writes. Raise it with a migration in ``migrations``.
 
-1: the file facts; 2: plus the capture time (``taken_at``, ``taken_from``)."""
+1: the file facts; 2: plus the capture time (``taken_at``, ``taken_from``); ``OCR_SCHEMA_VERSION``:
+plus the text read in the image (``ocr_text``, ``ocr_model``; ``fulltext.add_text_fields``)."""
 SKIP_SUFFIX = "__skipped"
 """A collection's skip log is the collection named like it plus this."""
 
