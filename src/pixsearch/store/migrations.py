@@ -145,3 +145,13 @@ def _with_mtime_dates(row: Row) -> Row:
 
 register(Migration(source=1, summary="capture dates added (taken_at, taken_from); existing rows get their mtime",
                    transform=_with_mtime_dates))
+
+
+def _without_hashes(row: Row) -> Row:
+    """A version-2 row at version 3: no perceptual hashes yet ("" = the next index run computes them)."""
+    return {**row, "phash": ""}
+
+
+register(Migration(source=2, summary="perceptual hashes added (for pixsearch duplicates); images already "
+                   "indexed get theirs on the next pixsearch index, without re-embedding",
+                   transform=_without_hashes))
