@@ -3,6 +3,7 @@ and on the server, with the tiny random CLIP (so the perceptual hash has to carr
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,7 @@ from pixsearch.models.loader import load_embedder
 from pixsearch.quality import dupset
 from pixsearch.store import HashIndex
 
-from .conftest import SHARED
+from .conftest import SHARED, run_cli
 
 COCO = SHARED / "coco-mini" / "images"
 if not COCO.is_dir():
@@ -53,3 +54,19 @@ def test_duplicates_found_among_altered_copies_and_near_misses(backend, tiny_mod
     group = report.groups[0]
     assert group.original.kind == "original" and all(m.hamming <= 12 for m in group.members)
     store.close()
+
+
+@pytest.mark.slow
+def test_cli_reports_the_copies_not_the_near_miss(tiny_model, tmp_path):
+    if not COCO.is_dir():
+        pytest.skip("the shared coco-mini photos are not here")
+    truth = dupset.build(sorted(COCO.glob("*.jpg"))[:1], tmp_path / "set", copies=("rot90", "q50"),
+                         near_misses=("shift30",))
+    db = str(tmp_path / "cli.db")
+    run_cli("index", str(truth.root), "--model", str(tiny_model), "--db", db)
+    report = json.loads(run_cli("duplicates", "--db", db, "--json").stdout)
+    paths = sorted(Path(m["path"]).name for m in report["groups"][0]["members"])
+    assert len(report["groups"]) == 1 and paths == ["original.jpg", "q50.jpg", "rot90.jpg"]
+    assert report["groups"][0]["members"][0]["kind"] == "original" and report["unhashed"] == 0
+    text = run_cli("duplicates", "--db", db).stdout
+    assert "group 1: 3 copies" in text and "orientation" in text
