@@ -151,6 +151,9 @@ def test_combined_terms_in_json(client, library):
     # The error is about the form the term takes, not also about the two forms it does not.
     ([{"text": "hat", "weight": 1000}], 422, "terms.0.text.weight: Input should be less than or equal to 100"),
     ([{"text": "x"}] * 17, 400, "too many query terms"),
+    # One bound and one message for a long text, however long (the body had its own, different one).
+    ([{"text": "x" * 1001}], 400, "query too long (1001 characters; at most 1000)"),
+    ([{"text": "x" * 20_000}], 400, "query too long (20000 characters; at most 1000)"),
 ])
 def test_bad_terms_are_named(client, terms, status, words):
     response = client.post("/api/search", json={"terms": terms})

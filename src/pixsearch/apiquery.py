@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal
 from fastapi.openapi.models import Example
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 
-from .search import IdTerm, ImageTerm, Limits, QueryError, Term, TextTerm, UploadTooLarge
+from .search import ID_PATTERN, IdTerm, ImageTerm, Limits, QueryError, Term, TextTerm, UploadTooLarge
 
 WEIGHT = Field(1.0, ge=-100.0, le=100.0, allow_inf_nan=False,
                description="How much this term counts; negative pushes results away from it.")
@@ -24,7 +24,8 @@ WEIGHT = Field(1.0, ge=-100.0, le=100.0, allow_inf_nan=False,
 
 class TextTermIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    text: str = Field(..., min_length=1, max_length=10_000, description="Words describing the picture.")
+    text: str = Field(..., min_length=1, description="Words describing the picture (at most "
+                      f"{Limits.max_query_chars} characters; the body as a whole is bounded too).")
     weight: float = WEIGHT
 
 
@@ -37,7 +38,7 @@ class ImageTermIn(BaseModel):
 
 class IdTermIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    image_id: str = Field(..., pattern=r"^[0-9a-f]{16}$", description="An indexed image's id, from a search result.")
+    image_id: str = Field(..., pattern=ID_PATTERN.pattern, description="An indexed image's id, from a search result.")
     weight: float = WEIGHT
 
 

@@ -369,12 +369,21 @@ def load_image(path: Path, min_side: int | None = None, max_pixels: int = 250_00
     return decode_image(read_file(path, max_bytes), min_side=min_side, max_pixels=max_pixels)
 
 
+def shrink(rgb: np.ndarray, max_side: int) -> np.ndarray:
+    """*rgb* scaled down (area interpolation) so its long side is at most *max_side*; smaller is kept."""
+    h, w = rgb.shape[:2]
+    if max(h, w) <= max_side:
+        return rgb
+    scale = max_side / max(h, w)
+    out: np.ndarray = cv2.resize(rgb, (max(1, round(w * scale)), max(1, round(h * scale))),
+                                 interpolation=cv2.INTER_AREA)
+    return out
+
+
 def encode_jpeg(rgb: np.ndarray, max_side: int | None = None, quality: int = 85) -> bytes:
     """JPEG bytes of an RGB array, optionally shrunk so its long side is at most *max_side*."""
-    h, w = rgb.shape[:2]
-    if max_side and max(h, w) > max_side:
-        scale = max_side / max(h, w)
-        rgb = cv2.resize(rgb, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+    if max_side:
+        rgb = shrink(rgb, max_side)
     ok, buf = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
     if not ok:  # pragma: no cover - OpenCV always encodes 8-bit RGB
         raise ImageError("could not encode JPEG")

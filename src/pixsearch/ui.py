@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hmac
 import os
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +16,17 @@ import gradio as gr
 from fastapi import FastAPI
 
 from . import pagequery
-from .exif import iso
 from .pagequery import PageQuery
+from .pageview import (
+    CSS,
+    SHOW_PANEL_SCRIPT,
+    caption,
+    details_markdown,
+    refused_upload_message,
+    upload_script,
+    upload_thumbnail,
+    when,
+)
 from .search import NotFound, Query, QueryError, with_dates
 from .service import SearchService, make_filters
 from .store import Hit, StoreError
@@ -42,17 +50,6 @@ ANY = "(any)"
 PAGE_CONCURRENCY = 4
 """Page events run at most this many at once, all events together (one Gradio concurrency group), so
 the page never holds more than this many worker threads and the API and /health keep theirs."""
-CSS = """
-#status p { font-size: 1.05rem; margin: 0.2rem 0; }
-#facts p { color: var(--body-text-color-subdued); margin: 0; }
-#details p { margin: 0.1rem 0; word-break: break-all; }
-footer { display: none !important; }
-@media (max-width: 640px) { #results .grid-container { grid-template-columns: repeat(3, minmax(0, 1fr)) !important; } }
-"""
-
-
-def _when(timestamp: float | None) -> str:
-    return datetime.fromtimestamp(timestamp).strftime("%Y-%m-%d %H:%M") if timestamp else "never"
 
 
 def facts_markdown(service: SearchService) -> str:
@@ -62,7 +59,7 @@ def facts_markdown(service: SearchService) -> str:
     except StoreError as exc:
         return f"Cannot read the collection: {exc}"
     return (f"**{s.count:,}** images in `{s.collection}` · model `{s.model_id}` · "
-            f"last indexed {_when(s.last_indexed_at)}")
+            f"last indexed {when(s.last_indexed_at)}")
 
 
 def page_facts(service: SearchService) -> tuple[str, Any, Any, Any]:
@@ -85,10 +82,6 @@ def empty_index_message(service: SearchService) -> str | None:
     if count == 0:
         return "The index is empty. Add pictures with `pixsearch index FOLDER`, then reload this page."
     return None
-
-
-def _caption(hit: dict[str, Any]) -> str:
-    return f"{hit['score']:.3f} · {os.path.basename(hit['path'])}"
 
 
 def _to_results(hits: list[Hit], sort: str) -> Results:
@@ -159,27 +152,11 @@ def _items(service: SearchService, rows: Results) -> tuple[list[tuple[str, str]]
     items, results = [], []
     for row in rows:
         try:
-            items.append((str(service.thumbnail_path(row["id"])), _caption(row)))
+            items.append((str(service.thumbnail_path(row["id"])), caption(row)))
             results.append(row)
         except NotFound:
             continue
     return items, results
-
-
-def details_markdown(row: dict[str, Any]) -> str:
-    """Path and stored fields of one result, for the large view."""
-    f = row["fields"]
-    lines = [f"**{os.path.basename(row['path'])}** · score {row['score']:.4f}", f"`{row['path']}`"]
-    if f.get("label"):
-        lines.append(f"label: **{f['label']}**")
-    if f.get("width"):
-        lines.append(f"{f['width']} × {f['height']} px · {int(f.get('size') or 0) / 1024:,.0f} KiB")
-    if f.get("taken_at") is not None:
-        source = {"exif": "EXIF", "exif-local": "EXIF, camera's local time", "mtime": "file time"}
-        lines.append(f"taken {iso(float(f['taken_at']), str(f.get('taken_from', '')))} "
-                     f"({source.get(str(f.get('taken_from')), 'file time')})")
-    lines.append(f"modified {_when(f.get('mtime'))} · indexed {_when(f.get('indexed_at'))} · id `{row['id']}`")
-    return "\n\n".join(lines)
 
 
 def build_ui(service: SearchService, upload_dir: Path) -> gr.Blocks:
@@ -189,14 +166,14 @@ def build_ui(service: SearchService, upload_dir: Path) -> gr.Blocks:
 
     def search(query: LastQuery | None, k: int, min_score: float, folder: str, label: str,
                sort: str, after: str = "", before: str = "") -> tuple[Any, ...]:
-        """A new search: the first page; the selection and the large view are cleared."""
+        """A new search: the first page; the selection and the large view are cleared (and hidden)."""
         if not query:
             return (gr.update(), gr.update(), gr.update(), None, "", idle, idle, _examples(query), idle,
-                    {"next": None})
+                    {"next": None}, gr.update(visible=False))
         items, message, results, following = run_page(service, query, k, min_score, folder, label, sort,
                                                       upload_dir, after=after, before=before)
         return (items, message, results, None, "", idle, idle, _examples(query),
-                gr.update(interactive=following is not None), {"next": following})
+                gr.update(interactive=following is not None), {"next": following}, gr.update(visible=False))
 
     def more_results(query: LastQuery | None, k: int, min_score: float, folder: str, label: str, sort: str,
                      after: str, before: str, shown: Results, paging: Paging | None) -> tuple[Any, ...]:
@@ -216,11 +193,19 @@ def build_ui(service: SearchService, upload_dir: Path) -> gr.Blocks:
     def text_query(text: str, query: LastQuery | None) -> LastQuery:
         return pagequery.with_text(query, text)
 
-    def image_query(path: str | None, query: LastQuery | None) -> LastQuery | None:
-        return pagequery.with_image(query, path) if path else query
+    def image_query(path: str | None, query: LastQuery | None) -> tuple[LastQuery | None, Any]:
+        """The upload joins the query; its preview is shown (when it decodes; else the search says why)."""
+        if not path:
+            return query, gr.update(value=None, visible=False)
+        preview = upload_thumbnail(path, upload_dir, service.limits.max_upload_bytes, service.settings.max_pixels)
+        return pagequery.with_image(query, path), gr.update(value=preview, visible=preview is not None)
 
-    def clear_image(query: LastQuery | None) -> LastQuery | None:
-        return pagequery.with_image(query, None) if query else None
+    def clear_image(query: LastQuery | None) -> tuple[LastQuery | None, Any]:
+        return (pagequery.with_image(query, None) if query else None), gr.update(value=None, visible=False)
+
+    def refused_upload(report: str) -> Any:
+        """The browser kept back a file over the upload limit (the script in UPLOAD_SCRIPT): say so."""
+        return refused_upload_message(report, service.limits.max_upload_bytes) if report else gr.update()
 
     def example(selected: str | None, query: LastQuery | None, shown: Results, weight: float) -> LastQuery | None:
         if not selected:
@@ -240,13 +225,14 @@ def build_ui(service: SearchService, upload_dir: Path) -> gr.Blocks:
     def select(results: Results, evt: gr.SelectData) -> tuple[Any, ...]:
         index = evt.index if isinstance(evt.index, int) else evt.index[0]
         if not results or index >= len(results):
-            return None, "", None, idle, idle
+            return None, "", None, idle, idle, gr.update(visible=False)
         row = results[index]
+        shown, live = gr.update(visible=True), gr.update(interactive=True)
         try:
             preview = service.preview(row["id"])
         except NotFound as exc:
-            return None, f"⚠️ {exc}", None, gr.update(interactive=True), gr.update(interactive=True)
-        return preview, details_markdown(row), row["id"], gr.update(interactive=True), gr.update(interactive=True)
+            return None, f"⚠️ {exc}", None, live, live, shown
+        return preview, details_markdown(row), row["id"], live, live, shown
 
     demo = gr.Blocks(title="pixsearch", analytics_enabled=False, delete_cache=(3600, 86400))
     with demo:
@@ -254,8 +240,8 @@ def build_ui(service: SearchService, upload_dir: Path) -> gr.Blocks:
         results = gr.State([])
         selected = gr.State(None)
         paging = gr.State({"next": None})
-        with gr.Row(equal_height=True):
-            gr.Markdown("## pixsearch")
+        with gr.Row(elem_id="header"):
+            gr.Markdown("## pixsearch", elem_id="title")
             facts = gr.Markdown(elem_id="facts")
         with gr.Row():
             with gr.Column(scale=3):
@@ -265,20 +251,25 @@ def build_ui(service: SearchService, upload_dir: Path) -> gr.Blocks:
                     go = gr.Button("Search", variant="primary", scale=1, min_width=100)
                 with gr.Row():
                     k = gr.Slider(1, service.limits.max_k, value=DEFAULT_K, step=1, label="Results", elem_id="k")
-                    min_score = gr.Slider(0.0, 1.0, value=0.0, step=0.01, label="Minimum score (0 shows all)")
-                    sort = gr.Radio(["relevance", "date"], value="relevance", label="Sort by")
+                    min_score = gr.Slider(0.0, 1.0, value=0.0, step=0.01, label="Minimum score",
+                                          elem_id="min-score")
+                    sort = gr.Radio(["relevance", "date"], value="relevance", label="Sort by", elem_id="sort")
                 with gr.Row():
-                    folder = gr.Dropdown([ANY], value=ANY, label="Folder (includes subfolders)",
-                                         allow_custom_value=True)
-                    label = gr.Dropdown([ANY], value=ANY, label="Label", allow_custom_value=True)
-                    after = gr.Textbox(label="Taken from (ISO date, e.g. 2024-05-01)", max_length=64,
+                    folder = gr.Dropdown([ANY], value=ANY, label="Folder (and subfolders)",
+                                         allow_custom_value=True, elem_id="folder")
+                    label = gr.Dropdown([ANY], value=ANY, label="Label", allow_custom_value=True, elem_id="label")
+                    after = gr.Textbox(label="Taken from", placeholder="YYYY-MM-DD, Enter", max_length=64,
                                        elem_id="after")
-                    before = gr.Textbox(label="Taken before (ISO date)", max_length=64, elem_id="before")
+                    before = gr.Textbox(label="Taken before", placeholder="YYYY-MM-DD, Enter", max_length=64,
+                                        elem_id="before")
                 examples = gr.CheckboxGroup([], label="Examples in the query (untick to remove)", visible=False,
                                             elem_id="examples")
-            upload = gr.File(label="Search by example (combines with the text): drop an image",
-                             file_count="single", type="filepath", height=230, scale=1, min_width=220,
-                             elem_id="upload")
+            with gr.Column(scale=1, min_width=220):
+                upload = gr.File(label="Example image (adds to the text)", file_count="single",
+                                 type="filepath", height=110, elem_id="upload")
+                upload_preview = gr.Image(label="In the query", type="numpy", format="jpeg", interactive=False,
+                                          height=150, visible=False, elem_id="upload-preview", buttons=[])
+                refused = gr.Textbox(visible="hidden", elem_id="upload-refused", max_length=400)
         status = gr.Markdown("Type a few words and press Enter, or drop an example image: the two combine.",
                              elem_id="status")
         with gr.Row():
@@ -286,7 +277,7 @@ def build_ui(service: SearchService, upload_dir: Path) -> gr.Blocks:
                 gallery = gr.Gallery(label="Results", columns=5, height="auto", object_fit="cover",
                                      allow_preview=False, elem_id="results", buttons=[])
                 more_button = gr.Button("More results", interactive=False, elem_id="more-results")
-            with gr.Column(scale=2):
+            with gr.Column(scale=2, visible=False, elem_id="large-panel") as panel:
                 large = gr.Image(label="Selected", type="numpy", format="jpeg", interactive=False,
                                  height=460, elem_id="large", buttons=["download", "fullscreen"])
                 details = gr.Markdown(elem_id="details")
@@ -295,21 +286,25 @@ def build_ui(service: SearchService, upload_dir: Path) -> gr.Blocks:
                     less = gr.Button("− Less like this", interactive=False, elem_id="less")
 
         controls = [k, min_score, folder, label, sort, after, before]
-        outputs = [gallery, status, results, large, details, more, less, examples, more_button, paging]
+        outputs = [gallery, status, results, large, details, more, less, examples, more_button, paging, panel]
         group: dict[str, Any] = {"concurrency_id": "page", "concurrency_limit": PAGE_CONCURRENCY}
-        for trigger, make, sources in ((query.submit, text_query, [query, last]), (go.click, text_query, [query, last]),
-                                       (upload.upload, image_query, [upload, last]),
-                                       (more.click, similar_query, [selected, last, results]),
-                                       (less.click, dissimilar_query, [selected, last, results]),
-                                       (upload.clear, clear_image, [last]),
-                                       (examples.input, keep_examples, [examples, last])):
-            trigger(make, sources, last, **group).then(search, [last, *controls], outputs, **group)
+        with_preview = [last, upload_preview]
+        for trigger, make, sources, made in ((query.submit, text_query, [query, last], last),
+                                             (go.click, text_query, [query, last], last),
+                                             (upload.upload, image_query, [upload, last], with_preview),
+                                             (more.click, similar_query, [selected, last, results], last),
+                                             (less.click, dissimilar_query, [selected, last, results], last),
+                                             (upload.clear, clear_image, [last], with_preview),
+                                             (examples.input, keep_examples, [examples, last], last)):
+            trigger(make, sources, made, **group).then(search, [last, *controls], outputs, **group)
+        refused.change(refused_upload, refused, status, **group)
         for event in (k.release, min_score.release, sort.change, folder.change, label.change, after.submit,
                       before.submit):
             event(search, [last, *controls], outputs, **group)
         more_button.click(more_results, [last, *controls, results, paging],
                           [gallery, status, results, more_button, paging], **group)
-        gallery.select(select, results, [large, details, selected, more, less], **group)
+        gallery.select(select, results, [large, details, selected, more, less, panel], **group).then(
+            None, js=SHOW_PANEL_SCRIPT)
         demo.load(lambda: page_facts(service), None, [facts, status, folder, label], **group)
     return demo
 
@@ -328,6 +323,6 @@ def mount_ui(app: FastAPI, service: SearchService) -> None:
                         mcp_server=False, allowed_paths=[str(service.thumbnail_dir)], auth=auth,
                         auth_message="Enter any user name and the server's API token as the password.",
                         max_file_size=service.limits.max_upload_bytes, show_error=False,
-                        theme=gr.themes.Soft(), css=CSS)
+                        theme=gr.themes.Soft(), css=CSS, js=upload_script(service.limits.max_upload_bytes))
     enable_gradio_upload_check(demo)
     app.add_middleware(FileDataGuard, upload_dir=upload_dir)

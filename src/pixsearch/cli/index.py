@@ -45,9 +45,6 @@ if TYPE_CHECKING:
     from ..indexer import Indexer, IndexReport
     from ..workspace import Workspace
 
-QUANTIZE_HINT_IMAGES = 500
-"""An fp32 run that embeds at least this many images suggests `pixsearch quantize`."""
-
 
 def _progress() -> Progress:
     return Progress(TextColumn("[bold]indexing"), BarColumn(), MofNCompleteColumn(),
@@ -159,7 +156,7 @@ def index(
             report = indexer.run(paths, delete=delete, progress=on_progress)
         print_report(report, as_json)
         if not as_json:
-            suggest_quantize(ws, report.embedded, paths)
+            suggest_quantize(ws, report.embedded, paths, settings.precision_min_images)
         if watch and not report.interrupted:
             from ..watch import watch as watch_folders
 
@@ -197,10 +194,11 @@ def _choose_precision(ws: Workspace, settings: Settings, indexer: Indexer, total
     return line
 
 
-def suggest_quantize(ws: Workspace, embedded: int, paths: list[Path]) -> None:
-    """After a big fp32 run, point at the INT8 variant (measured and verified on this machine)."""
+def suggest_quantize(ws: Workspace, embedded: int, paths: list[Path], min_images: int) -> None:
+    """After an fp32 run of at least *min_images* (``precision_min_images``: the measured break-even of
+    building a variant), point at the INT8 variant; smaller runs would not win back its build time."""
     embedder = ws.embedder
-    if embedded < QUANTIZE_HINT_IMAGES or embedder.variant != "fp32" or "int8" in embedder.available_variants:
+    if embedded < min_images or embedder.variant != "fp32" or "int8" in embedder.available_variants:
         return
     folder = next((p for p in paths if p.is_dir()), None)
     command = (f"pixsearch quantize --model {shlex.quote(str(ws.model))} "
