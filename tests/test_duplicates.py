@@ -8,8 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fastapi.testclient import TestClient
 
 from pixsearch import phash
+from pixsearch.api import create_app
+from pixsearch.config import Settings
 from pixsearch.duplicates import Limits, Rules, find
 from pixsearch.indexer import Indexer
 from pixsearch.models.loader import load_embedder
@@ -70,3 +73,12 @@ def test_cli_reports_the_copies_not_the_near_miss(tiny_model, tmp_path):
     assert report["groups"][0]["members"][0]["kind"] == "original" and report["unhashed"] == 0
     text = run_cli("duplicates", "--db", db).stdout
     assert "group 1: 3 copies" in text and "orientation" in text
+    settings = Settings(db=db, model=str(tiny_model))
+    with TestClient(create_app(settings, with_ui=False)) as client:
+        answer = client.get("/api/duplicates", params={"limit": 5})
+        assert answer.status_code == 200, answer.text
+        members = answer.json()["groups"][0]["members"]
+        assert sorted(Path(m["path"]).name for m in members) == paths
+        assert members[0]["thumbnail_url"].startswith("/api/thumbnails/")
+        assert client.get("/api/duplicates", params={"max_hamming": 99}).status_code == 422
+        assert "/api/duplicates" in client.get("/openapi.json").json()["paths"]
