@@ -17,7 +17,9 @@ from pixsearch.duplicates import Limits, Rules, find
 from pixsearch.indexer import Indexer
 from pixsearch.models.loader import load_embedder
 from pixsearch.quality import dupset
+from pixsearch.service import SearchService
 from pixsearch.store import HashIndex
+from pixsearch.uidups import find_groups
 
 from .conftest import SHARED, run_cli
 
@@ -82,3 +84,9 @@ def test_cli_reports_the_copies_not_the_near_miss(tiny_model, tmp_path):
         assert members[0]["thumbnail_url"].startswith("/api/thumbnails/")
         assert client.get("/api/duplicates", params={"max_hamming": 99}).status_code == 422
         assert "/api/duplicates" in client.get("/openapi.json").json()["paths"]
+    service = SearchService.open(settings)
+    try:
+        items, summary = find_groups(service, similar=False)
+    finally:
+        service.close()
+    assert len(items) == 3 and items[0][1].endswith("original") and summary.startswith("1 groups among 4 images")
