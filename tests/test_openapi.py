@@ -23,7 +23,7 @@ CONFORMANCE = ["not_a_server_error", "status_code_conformance", "content_type_co
                "response_schema_conformance", "response_headers_conformance"]
 ENDPOINTS = {("get", "/api/stats"), ("get", "/api/search"), ("post", "/api/search"), ("post", "/api/search/image"),
              ("get", "/api/search/similar/{image_id}"), ("get", "/api/images/{image_id}"),
-             ("get", "/api/thumbnails/{image_id}"), ("get", "/health")}
+             ("get", "/api/thumbnails/{image_id}"), ("get", "/api/duplicates"), ("get", "/health")}
 
 
 @pytest.fixture(scope="module")
@@ -66,6 +66,7 @@ def test_every_endpoint_documents_the_answers_it_gives(open_app):
     documented = {key: set(op["responses"]) for key, op in operations(open_app.openapi()).items()}
     assert documented == {
         ("get", "/api/stats"): {"200", "503"},
+        ("get", "/api/duplicates"): {"200", "400", "422", "503"},
         ("get", "/api/search"): {"200", "400", "422", "503"},
         ("post", "/api/search"): {"200", "400", "404", "413", "422", "503"},
         ("post", "/api/search/image"): {"200", "400", "413", "422", "503"},

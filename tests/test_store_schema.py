@@ -11,10 +11,10 @@ from pixsearch.store.rows import FIELDS_V1
 
 from .test_store import rows
 
-CURRENT = schema.SCHEMA_VERSION
-"""This code's schema version (the OCR fields' version since the OCR branch)."""
-
 NAME = "pixsearch_schema_test"
+CURRENT = schema.SCHEMA_VERSION
+"""This code's version; the migration tests below add a made-up next one, CURRENT + 1."""
+NEXT = CURRENT + 1
 
 
 def make_collection(backend, n: int = 30, name: str = NAME):
@@ -44,11 +44,11 @@ def upper_labels() -> Migration:
 
 
 @pytest.fixture
-def version_3(monkeypatch):
-    """This code knows schema version CURRENT + 1, reached from CURRENT by upper-casing labels."""
+def version_next(monkeypatch):
+    """This code knows schema version NEXT, reached from CURRENT by upper-casing labels."""
     monkeypatch.setattr(migrations, "MIGRATIONS", dict(migrations.MIGRATIONS))
     migrations.register(upper_labels())
-    monkeypatch.setattr(schema, "SCHEMA_VERSION", CURRENT + 1)
+    monkeypatch.setattr(schema, "SCHEMA_VERSION", NEXT)
 
 
 def test_a_store_is_bound_to_one_collection_for_life(backend):
@@ -85,7 +85,7 @@ def test_count_only_where_shown_and_cached_until_a_write(backend, monkeypatch):
     store.close()
 
 
-def test_an_older_collection_is_migrated_on_open(backend, version_3):
+def test_an_older_collection_is_migrated_on_open(backend, version_next):
     with pytest.MonkeyPatch.context() as old:
         old.setattr(schema, "SCHEMA_VERSION", CURRENT)
         make_collection(backend)
@@ -94,7 +94,7 @@ def test_an_older_collection_is_migrated_on_open(backend, version_3):
         before.close()
     store = backend.store(NAME)
     info = store.info(count=True)
-    assert info.schema_version == CURRENT + 1 and info.count == 30 and info.model_id == "model-a"
+    assert info.schema_version == NEXT and info.count == 30 and info.model_id == "model-a"
     assert {r["label"] for r in store.iter_rows(("label",))} == {"L0", "L1", "L2"}
     data = rows(30)
     got = store.get([data[7]["id"]], with_vectors=True)[0]
@@ -108,7 +108,7 @@ def test_an_older_collection_is_migrated_on_open(backend, version_3):
     again.close()
 
 
-def test_a_migration_interrupted_after_the_copy_is_finished_on_the_next_open(backend, version_3, monkeypatch):
+def test_a_migration_interrupted_after_the_copy_is_finished_on_the_next_open(backend, version_next, monkeypatch):
     with pytest.MonkeyPatch.context() as old:
         old.setattr(schema, "SCHEMA_VERSION", CURRENT)
         make_collection(backend)
@@ -122,13 +122,13 @@ def test_a_migration_interrupted_after_the_copy_is_finished_on_the_next_open(bac
             backend.store(NAME)
     store = backend.store(NAME)  # the original is gone; the complete copy is restored
     info = store.info(count=True)
-    assert info.schema_version == CURRENT + 1 and info.count == 30
+    assert info.schema_version == NEXT and info.count == 30
     assert {r["label"] for r in store.iter_rows(("label",))} == {"L0", "L1", "L2"}
     assert not store.other(NAME + MIGRATING_SUFFIX).exists()
     store.close()
 
 
-def test_a_migration_that_fails_mid_copy_leaves_the_collection_whole(backend, version_3, monkeypatch):
+def test_a_migration_that_fails_mid_copy_leaves_the_collection_whole(backend, version_next, monkeypatch):
     with pytest.MonkeyPatch.context() as old:
         old.setattr(schema, "SCHEMA_VERSION", CURRENT)
         make_collection(backend, n=30)
@@ -141,21 +141,21 @@ def test_a_migration_that_fails_mid_copy_leaves_the_collection_whole(backend, ve
         return upper_labels().transform(row)
 
     with monkeypatch.context() as m:
-        m.setattr(migrations, "MIGRATIONS", {**migrations.MIGRATIONS,
-                                                    CURRENT: Migration(CURRENT, "broken", breaks_on_the_tenth)})
+        broken = Migration(CURRENT, "broken", breaks_on_the_tenth)
+        m.setattr(migrations, "MIGRATIONS", {**migrations.MIGRATIONS, CURRENT: broken})
         with pytest.raises(ValueError):
             backend.store(NAME)
     store = backend.store(NAME)
     info = store.info(count=True)
-    assert info.schema_version == CURRENT + 1 and info.count == 30
+    assert info.schema_version == NEXT and info.count == 30
     store.close()
 
 
 def test_a_newer_collection_is_refused_with_what_to_do(backend, monkeypatch):
     with pytest.MonkeyPatch.context() as newer:
-        newer.setattr(schema, "SCHEMA_VERSION", CURRENT + 2)
+        newer.setattr(schema, "SCHEMA_VERSION", NEXT)
         make_collection(backend)
-    newer_text = rf"schema version {CURRENT + 2}, newer than this pixsearch knows \({CURRENT}\).*Upgrade"
+    newer_text = rf"schema version {NEXT}, newer than this pixsearch knows \({CURRENT}\).*Upgrade"
     with pytest.raises(StoreError, match=newer_text):
         backend.store(NAME)
     with pytest.raises(StoreError, match="newer"):
@@ -165,9 +165,9 @@ def test_a_newer_collection_is_refused_with_what_to_do(backend, monkeypatch):
 def test_a_version_without_a_migration_says_how_to_rebuild(backend, monkeypatch):
     make_collection(backend)
     monkeypatch.setattr(migrations, "MIGRATIONS", {})
-    monkeypatch.setattr(schema, "SCHEMA_VERSION", CURRENT + 1)
-    with pytest.raises(StoreError,
-                       match=rf"schema version {CURRENT} and this pixsearch needs {CURRENT + 1}.*--collection NEW"):
+    monkeypatch.setattr(schema, "SCHEMA_VERSION", NEXT)
+    needs = rf"schema version {CURRENT} and this pixsearch needs {NEXT}.*--collection NEW"
+    with pytest.raises(StoreError, match=needs):
         backend.store(NAME)
 
 
@@ -182,7 +182,7 @@ def test_a_version_1_collection_gains_capture_dates_from_its_mtimes(backend):
         assert store.info().schema_version == 1
         store.close()
     store = backend.store(NAME)
-    assert store.info().schema_version == CURRENT == schema.SCHEMA_VERSION
+    assert store.info().schema_version == schema.SCHEMA_VERSION
     got = {r["path"]: r for r in store.iter_rows(("path", "mtime", "taken_at", "taken_from"))}
     assert len(got) == 12
     assert all(r["taken_at"] == r["mtime"] and r["taken_from"] == "mtime" for r in got.values())

@@ -26,6 +26,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import __version__, search
 from .apidocs import ETAG_HEADER, answers, drop_guessed_422s, image_answer, serve_docs
+from .apidups import add_duplicate_routes
 from .apiquery import CUT_HELP, EXAMPLES, CutName, SearchBody, json_body_limit, to_terms
 from .config import Settings
 from .indexer import IndexReport
@@ -240,6 +241,8 @@ def add_api_routes(app: FastAPI, service: SearchService) -> None:
     sort_param = Query("relevance", description="date: this page of results (after min_score) newest-taken "
                        "first; it orders the relevant set, not the whole library.")
     cut_param = Query("none", description=CUT_HELP)
+
+    add_duplicate_routes(app, service, guard, token)
 
     @app.get("/api/stats", response_model=StatsResponse, dependencies=guard, tags=["collection"],
              responses=answers(503, token=token))

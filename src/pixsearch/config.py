@@ -67,6 +67,12 @@ class Settings:
     """The per-image agreement with fp32 a variant must reach for ``auto`` (0.999 or stricter)."""
     ocr: bool = False
     """Read the text in each image (``pixsearch[ocr]``) so text queries also match it (see ``ocr``)."""
+    dup_hamming: int = 12
+    """``duplicates``: most differing bits of 64 between two copies' perceptual hashes (bench/duplicates.py)."""
+    dup_cosine: float = 0.80
+    """``duplicates``: least CLIP cosine between two copies (a veto on hash collisions)."""
+    similar_cosine: float = 0.92
+    """``duplicates --similar``: least CLIP cosine for a similar-but-different pair."""
     max_pixels: int = 250_000_000
     max_file_bytes: int = 256 * 1024 * 1024
     host: str = "127.0.0.1"

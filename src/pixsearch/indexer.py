@@ -4,6 +4,7 @@ The decision per file, against what the collection already holds:
 
 * same path, same size and mtime              -> unchanged (not even read)
 * content hash already in the collection     -> vector reused (moved, renamed or copied file)
+* unchanged, but no perceptual hash yet       -> decoded for the hash only, vector kept (schema 3 backfill)
 * otherwise                                   -> decoded and embedded (added or updated)
 * indexed path no longer found under a root   -> removed (unless ``delete=False``)
 
@@ -21,19 +22,21 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
+from collections.abc import Set as AbstractSet
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from . import phash
 from .exif import TakenAt, taken_at
 from .images import ImageError, decode_image, read_file
 from .models.base import Embedder
 from .ocr import Recognizer
 from .ocrindex import read_missing
 from .sources import Scan, SourceFile, scan_sources
-from .store import ImageRow, SkipLog, SkipRow, Store, image_id, is_under
+from .store import HASH_FIELD, ImageRow, SkipLog, SkipRow, Store, image_id, is_under
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +53,8 @@ class IndexReport:
     """Files (and folders) that failed in this run, with the reason."""
     still_skipped: int = 0
     """Files that failed before and have not changed since (not retried)."""
+    hashed: int = 0
+    """Unchanged images that got their perceptual hash in this run, without re-embedding."""
     seconds: float = 0.0
     interrupted: bool = False
     ocr_read: int = 0
@@ -71,6 +76,8 @@ class IndexReport:
                 f"in {self.seconds:.1f}s ({self.images_per_second:.1f} images/s embedded)")
         if self.ocr_read:
             text += f"; text read in {self.ocr_read} images"
+        if self.hashed:
+            text += f"; {self.hashed} already indexed got their perceptual hash (not re-embedded)"
         return ("interrupted: " if self.interrupted else "") + text
 
 
@@ -102,6 +109,8 @@ class _Work:
     width: int = 0
     height: int = 0
     reuse_id: str = ""
+    phash: str = ""
+    """The perceptual hashes (``phash.to_hex``) when the file was decoded, else ""."""
     taken: TakenAt | None = None
     """Capture time from the file's EXIF, else its mtime (read for reused vectors too)."""
     error: str = ""
@@ -130,6 +139,10 @@ class RunState:
     """Row id -> the content hash that row holds."""
     moved_from: set[str] = field(default_factory=set)
     """Vanished paths whose vector was already reused by a move in this run."""
+    unhashed: set[str] = field(default_factory=set)
+    """Ids of rows without perceptual hashes: a file reusing their vector is decoded for its hash."""
+    backfill: set[str] = field(default_factory=set)
+    """Unchanged paths re-read only for their perceptual hash (counted unchanged)."""
 
     def remember(self, row_id: str, digest: str) -> None:
         """Row *row_id* now holds *digest*; forget what it held before as a donor of vectors."""
@@ -140,7 +153,10 @@ class RunState:
         self.known_hashes[digest] = row_id
 
     def count(self, path: str, moved: bool) -> None:
-        if path in self.existing:
+        if path in self.backfill:
+            self.report.unchanged += 1
+            self.report.hashed += 1
+        elif path in self.existing:
             self.report.updated += 1
         elif moved:
             self.report.moved += 1
@@ -170,8 +186,9 @@ class Indexer:
 
     # -- decode worker ---------------------------------------------------------
 
-    def _load(self, file: SourceFile, known_hashes: dict[str, str]) -> _Work:
-        """Read and hash a file; decode it only if no row holds its content yet."""
+    def _load(self, file: SourceFile, known_hashes: dict[str, str], unhashed: AbstractSet[str] = frozenset()) -> _Work:
+        """Read and hash a file; decode it only if no row holds its content yet, or the row that does has
+        no perceptual hash (*unhashed*: then only the hash is computed)."""
         work = _Work(file=file)
         try:
             data = read_file(Path(file.path), self.max_file_bytes)
@@ -180,6 +197,9 @@ class Indexer:
             work.reuse_id = known_hashes.get(work.digest, "")
             if not work.reuse_id:
                 self._decode(work, data)
+            elif work.reuse_id in unhashed:
+                image = decode_image(data, min_side=phash.SIDE, max_pixels=self.max_pixels)
+                work.phash = phash.to_hex(phash.hashes(image.rgb))
         except ImageError as exc:
             work.error, work.unreadable = exc.reason, exc.unreadable
         except Exception as exc:
@@ -189,6 +209,7 @@ class Indexer:
     def _decode(self, work: _Work, data: bytes) -> None:
         image = decode_image(data, min_side=self.embedder.min_decode_side, max_pixels=self.max_pixels)
         work.crop = self.embedder.prepare(image.rgb)
+        work.phash = phash.to_hex(phash.hashes(image.rgb))
         work.width, work.height = image.width, image.height
         if self.ocr is not None:
             work.ocr_text, work.ocr_model = self.ocr.read(image.rgb), self.ocr.model
@@ -198,6 +219,7 @@ class Indexer:
         fresh = self._load(work.file, {})
         work.digest, work.crop, work.width, work.height = fresh.digest, fresh.crop, fresh.width, fresh.height
         work.reuse_id, work.error, work.unreadable = "", fresh.error, fresh.unreadable
+        work.phash = fresh.phash
         work.taken = fresh.taken
         work.ocr_text, work.ocr_model = fresh.ocr_text, fresh.ocr_model
 
@@ -216,16 +238,21 @@ class Indexer:
         Public so a distributed run (``pixsearch.distributed``) makes exactly the same decision."""
         scan = scan_sources(sources)
         state = RunState(report=IndexReport(skipped=list(scan.problems)), skipped_before=self.skips.rows())
-        for row in self.store.iter_rows(("path", "size", "mtime", "label", "content_hash")):
+        for row in self.store.iter_rows(("path", "size", "mtime", "label", "content_hash", HASH_FIELD)):
             state.existing[row["path"]] = row
             state.remember(row["id"], row["content_hash"])
+            if not row.get("phash"):
+                state.unhashed.add(row["id"])
         todo = []
         for file in scan.files:
             indexed, skip = state.existing.get(file.path), state.skipped_before.get(file.path)
             if indexed is not None:
                 same = indexed["size"] == file.size and indexed["mtime"] == file.mtime
                 relabelled = bool(file.label) and file.label != indexed["label"]
-                if same and not relabelled:
+                if same and not relabelled and image_id(file.path) in state.unhashed:
+                    state.backfill.add(file.path)  # indexed before hashes existed: hash it, keep its vector
+                    todo.append(file)
+                elif same and not relabelled:
                     state.report.unchanged += 1
                 else:
                     todo.append(file)
@@ -263,7 +290,7 @@ class Indexer:
             progress(0, len(todo))
         with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="pixsearch-decode") as pool:
             for file in files:
-                pending.append(pool.submit(self._load, file, state.known_hashes))
+                pending.append(pool.submit(self._load, file, state.known_hashes, state.unhashed))
                 if len(pending) >= window:
                     break
             done = 0
@@ -271,7 +298,7 @@ class Indexer:
                 work = pending.popleft().result()
                 next_file = None if self.stop.is_set() else next(files, None)
                 if next_file is not None:
-                    pending.append(pool.submit(self._load, next_file, state.known_hashes))
+                    pending.append(pool.submit(self._load, next_file, state.known_hashes, state.unhashed))
                 batch.append(work)
                 done += 1
                 if len(batch) >= self.batch_size or not pending or self.stop.is_set():
@@ -292,7 +319,7 @@ class Indexer:
             if not work.error and not work.reuse_id and work.digest in state.known_hashes:
                 work.reuse_id = state.known_hashes[work.digest]
         donor_ids = sorted({w.reuse_id for w in batch if w.reuse_id})
-        donors = {row["id"]: row for row in self.store.get(donor_ids, with_vectors=True)}
+        donors = {row["id"]: row for row in self.store.get(donor_ids, with_vectors=True, with_hashes=True)}
         for work in batch:
             donor = donors.get(work.reuse_id)
             if work.reuse_id and (donor is None or donor["content_hash"] != work.digest):
@@ -313,12 +340,13 @@ class Indexer:
         rows = []
         for first, vector in zip(firsts, vectors, strict=True):
             for work in fresh[first.digest]:
-                rows.append(self._row(work, vector, first.width, first.height, now, state))
+                rows.append(self._row(work, vector, first.width, first.height, now, state, first.phash))
                 state.count(work.file.path, moved=False)
         for work in (w for w in batch if w.reuse_id):
             donor = donors[work.reuse_id]
             work.ocr_text, work.ocr_model = donor.get("ocr_text", ""), donor.get("ocr_model", "")  # same content
-            rows.append(self._row(work, donor["vector"], donor["width"], donor["height"], now, state))
+            rows.append(self._row(work, donor["vector"], donor["width"], donor["height"], now, state,
+                                  work.phash or donor.get("phash", "")))
             moved = donor["path"] not in state.moved_from and not os.path.exists(donor["path"])
             if moved:  # a second copy of a moved file counts as added
                 state.moved_from.add(donor["path"])
@@ -326,6 +354,8 @@ class Indexer:
         self.store.upsert(rows)
         for row in rows:
             state.remember(row["id"], row["content_hash"])
+            if row["phash"]:
+                state.unhashed.discard(row["id"])
         self.skips.record([(w.file.path, w.file.size, w.file.mtime, w.error) for w in failed])
         # An indexed file whose content went bad leaves the index; one we merely cannot read now stays.
         broken = [image_id(w.file.path) for w in failed if w.file.path in state.existing and not w.unreadable]
@@ -335,14 +365,16 @@ class Indexer:
         log.info("committed %d rows, %d files skipped", len(rows), len(failed))
 
     @staticmethod
-    def _row(work: _Work, vector: np.ndarray, width: int, height: int, now: float, state: RunState) -> ImageRow:
+    def _row(work: _Work, vector: np.ndarray, width: int, height: int, now: float, state: RunState,
+             hashes: str) -> ImageRow:
         file = work.file
         label = file.label or state.existing.get(file.path, {}).get("label", "")  # a folder run keeps CSV labels
         taken = work.taken or TakenAt(file.mtime, "mtime")
         return {"id": image_id(file.path), "vector": vector, "path": file.path, "label": label,
                 "size": file.size, "mtime": file.mtime, "width": int(width), "height": int(height),
                 "content_hash": work.digest, "indexed_at": now, "taken_at": taken.timestamp,
-                "taken_from": taken.source, "ocr_text": work.ocr_text, "ocr_model": work.ocr_model}
+                "taken_from": taken.source, "ocr_text": work.ocr_text, "ocr_model": work.ocr_model,
+                "phash": hashes}
 
     def _remove_vanished(self, scan: Scan, state: RunState) -> int:
         """Delete rows (and skip records) under the scanned roots whose files are gone."""

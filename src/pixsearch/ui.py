@@ -30,6 +30,7 @@ from .pageview import (
 from .search import NotFound, Query, QueryError, with_dates
 from .service import SearchService, make_filters
 from .store import Hit, StoreError
+from .uidups import duplicate_view
 from .uploads import (
     FileDataGuard,
     UploadError,
@@ -314,6 +315,7 @@ def build_ui(service: SearchService, upload_dir: Path) -> gr.Blocks:
         gallery.select(select, results, [large, details, selected, more, less, panel], **group).then(
             None, js=SHOW_PANEL_SCRIPT)
         demo.load(lambda: page_facts(service), None, [facts, status, folder, label], **group)
+        duplicate_view(service, group)
     return demo
 
 

@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from . import index, models, quality, quantize, search, serve, stats
+from . import duplicates, index, models, quality, quantize, search, serve, stats
 from .common import EXIT_CODES_HELP, EXIT_INTERRUPTED, err
 
 app = typer.Typer(no_args_is_help=True, add_completion=False,
@@ -17,6 +17,7 @@ app.command("index", epilog=EXIT_CODES_HELP)(index.index)
 app.command("search")(search.search)
 app.command("stats")(stats.stats)
 app.command("remove")(index.remove)
+app.command("duplicates")(duplicates.duplicates)
 app.command("models")(models.models)
 app.command("convert")(models.convert)
 app.command("quantize")(quantize.quantize)

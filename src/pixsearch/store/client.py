@@ -88,10 +88,13 @@ class MilvusCalls:
                           consistency_level=consistency_level, **extra)
         return [dict(row) for row in rows]
 
-    def search(self, name: str, data: list[list[float]], limit: int, filter: str, output_fields: Sequence[str],
-               search_params: dict[str, Any], consistency_level: str) -> list[list[dict[str, Any]]]:
-        results = self._call("search", self._client.search, name, data=data, limit=limit, filter=filter,
-                             output_fields=list(output_fields), search_params=search_params, anns_field="vector",
+    def search(self, name: str, data: Sequence[Any], limit: int, filter: str, output_fields: Sequence[str],
+               search_params: dict[str, Any], consistency_level: str,
+               anns_field: str = "vector") -> list[list[dict[str, Any]]]:
+        """*data*: float lists for a float vector field, bytes for a binary one; *anns_field*: which vector
+        field (always named: an image collection with OCR text on Lite has a sparse one too)."""
+        results = self._call("search", self._client.search, name, data=list(data), limit=limit, filter=filter,
+                             output_fields=list(output_fields), search_params=search_params, anns_field=anns_field,
                              consistency_level=consistency_level)
         return [[dict(hit) for hit in hits] for hits in results]
 

@@ -26,8 +26,9 @@ from .fulltext import (
     text_ranking,
     words,
 )
+from .hashes import HashIndex
 from .policy import IndexPolicy
-from .rows import FIELDS, ImageRow, plain_row, wire_row
+from .rows import FIELDS, HASH_FIELD, ImageRow, plain_row, wire_row
 from .schema import image_description, image_schema, parse_description, schema_version
 from .skiplog import SkipLog
 from .table import Table
@@ -144,23 +145,29 @@ class Collection(Table):
         self.invalidate_count()
 
     def drop(self) -> None:
-        """Drop the collection and its skip log."""
+        """Drop the collection, its skip log and its hash index."""
         SkipLog(self).drop()
+        HashIndex(self).drop()
         self.drop_table()
         self.invalidate_count()
 
     # ------------------------------------------------------------------ writes
 
     def upsert(self, rows: Sequence[ImageRow] | Sequence[dict[str, Any]]) -> None:
-        """Insert or replace rows (each with every field and ``vector``), in backend-sized batches."""
+        """Insert or replace rows (each with every field and ``vector``), in backend-sized batches; their
+        perceptual hashes also go to the hash index (``hashes``), after the rows themselves."""
         try:
-            self.write([wire_row(r) for r in rows])
+            wire = [wire_row(r) for r in rows]
+            self.write(wire)
+            HashIndex(self).write((r["id"], r[HASH_FIELD]) for r in wire)
         finally:
             self.invalidate_count()
 
     def delete(self, ids: Iterable[str]) -> int:
-        """Delete rows by id; returns how many ids were asked for."""
+        """Delete rows (and their hashes) by id; returns how many ids were asked for."""
+        ids = list(ids)
         try:
+            HashIndex(self).delete(ids)
             return super().delete(ids)
         finally:
             self.invalidate_count()
@@ -189,10 +196,10 @@ class Collection(Table):
 
     # ------------------------------------------------------------------ reads
 
-    def get(self, ids: Sequence[str], with_vectors: bool = False) -> list[ImageRow]:
+    def get(self, ids: Sequence[str], with_vectors: bool = False, with_hashes: bool = False) -> list[ImageRow]:
         if not ids:
             return []
-        fields = list(FIELDS) + (["vector"] if with_vectors else [])
+        fields = list(FIELDS) + (["vector"] if with_vectors else []) + ([HASH_FIELD] if with_hashes else [])
         rows = self._calls.get(self.name, ids=list(ids), output_fields=fields,
                                consistency_level=self.policy.search_consistency)
         return [cast(ImageRow, plain_row(r)) for r in rows]

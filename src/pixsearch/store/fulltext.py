@@ -23,9 +23,8 @@ from typing import Any
 
 log = logging.getLogger("pixsearch.store")
 
-OCR_SCHEMA_VERSION = 3
-"""First schema version with the OCR fields. Pre-assigned 5 (3: perceptual hashes, 4: video frames);
-while those branches are not on main it follows main's version 2. The merge renumbers it."""
+OCR_SCHEMA_VERSION = 4
+"""First schema version with the OCR fields (3 added the perceptual hashes)."""
 MAX_OCR_TEXT = 4096
 MAX_OCR_MODEL = 64
 OCR_FIELDS = ("ocr_text", "ocr_model")

@@ -148,6 +148,16 @@ register(Migration(source=1, summary="capture dates added (taken_at, taken_from)
                    transform=_with_mtime_dates))
 
 
+def _without_hashes(row: Row) -> Row:
+    """A version-2 row at version 3: no perceptual hashes yet ("" = the next index run computes them)."""
+    return {**row, "phash": ""}
+
+
+register(Migration(source=2, summary="perceptual hashes added (for pixsearch duplicates); images already "
+                   "indexed get theirs on the next pixsearch index, without re-embedding",
+                   transform=_without_hashes))
+
+
 def _without_ocr_text(row: Row) -> Row:
     """A row before OCR at the OCR version: no text read yet (``--ocr`` reads it, and embeds nothing)."""
     return {**row, "ocr_text": "", "ocr_model": ""}

@@ -2,7 +2,9 @@
 
 An image row holds a vector and the file facts (path, size, mtime, content hash) that
 incremental indexing compares, and the capture time (``taken_at``, with ``taken_from`` saying
-whether it is an EXIF date or the mtime; see ``exif``); Milvus is the only source of truth for them.
+whether it is an EXIF date or the mtime; see ``exif``), and its perceptual hashes (``phash``, hex of
+the eight orientations' 64-bit pHashes, "" until computed; ``hashes`` keeps them searchable);
+Milvus is the only source of truth for them.
 """
 
 from __future__ import annotations
@@ -21,7 +23,10 @@ FIELDS_V1 = ("id", "path", "label", "size", "mtime", "width", "height", "content
 """Scalar fields of an image row at schema version 1."""
 FIELDS_V2 = (*FIELDS_V1, "taken_at", "taken_from")
 FIELDS = (*FIELDS_V2, *OCR_FIELDS)
-"""Scalar fields of an image row (the vector is separate), at this code's schema version."""
+"""Scalar fields an image row is read with (the vector is separate); the hashes are read on their own."""
+HASH_FIELD = "phash"
+"""The perceptual hashes of an image row (schema version 3), as ``phash.to_hex`` text; "" before they are known."""
+MAX_PHASH = 128
 MAX_TAKEN_FROM = 16
 MAX_PATH = 4096
 MAX_LABEL = 512
@@ -50,11 +55,17 @@ class ImageRow(TypedDict, total=False):
     """Text OCR read in the image ("" for none); see ``fulltext``."""
     ocr_model: str
     """The recogniser that read ``ocr_text``; "" when OCR has not run on this content."""
+    phash: str
+    """The eight orientations' pHashes as hex (``phash.to_hex``), or "" when not computed yet."""
 
 
 def fields_for(version: int) -> tuple[str, ...]:
     """The scalar fields of an image collection at schema *version*."""
-    return FIELDS_V1 if version < 2 else FIELDS_V2 if version < OCR_SCHEMA_VERSION else FIELDS
+    if version < 2:
+        return FIELDS_V1
+    if version < 3:
+        return FIELDS_V2
+    return (*FIELDS_V2, HASH_FIELD) if version < OCR_SCHEMA_VERSION else (*FIELDS, HASH_FIELD)
 
 
 class SkipRow(TypedDict, total=False):
@@ -84,7 +95,8 @@ def plain_row(row: Mapping[str, Any]) -> dict[str, Any]:
 def wire_row(row: Mapping[str, Any]) -> dict[str, Any]:
     """An image row as Milvus takes it: every field, strings cut to their limits, the vector a list.
 
-    A row without a capture time gets its mtime, said to be one; one without OCR text has none ("")."""
+    A row without a capture time gets its mtime, said to be one; one without OCR text has none (""); one
+    without hashes, "" (not known yet)."""
     out = {name: row[name] for name in FIELDS_V1}
     out["taken_at"] = float(row["mtime"] if row.get("taken_at") is None else row["taken_at"])
     out["taken_from"] = str(row.get("taken_from") or "mtime")[:MAX_TAKEN_FROM]
@@ -93,6 +105,7 @@ def wire_row(row: Mapping[str, Any]) -> dict[str, Any]:
     out["path"] = str(out["path"])[:MAX_PATH]
     out["label"] = str(out.get("label") or "")[:MAX_LABEL]
     out["indexed_at"] = float(out.get("indexed_at") or time.time())
+    out[HASH_FIELD] = str(row.get(HASH_FIELD) or "")[:MAX_PHASH]
     vector = row["vector"]
     out["vector"] = vector.tolist() if isinstance(vector, np.ndarray) else list(vector)
     return out

@@ -12,13 +12,16 @@ import json
 from typing import Any
 
 from .fulltext import OCR_SCHEMA_VERSION
-from .rows import MAX_LABEL, MAX_PATH, MAX_REASON, MAX_TAKEN_FROM
+from .rows import HASH_FIELD, MAX_LABEL, MAX_PATH, MAX_PHASH, MAX_REASON, MAX_TAKEN_FROM
 
 SCHEMA_VERSION = OCR_SCHEMA_VERSION
 """The layout of image collections this code writes. Raise it with a migration in ``migrations``.
 
-1: the file facts; 2: plus the capture time (``taken_at``, ``taken_from``); ``OCR_SCHEMA_VERSION``:
+1: the file facts; 2: plus the capture time (``taken_at``, ``taken_from``); 3: plus the perceptual
+hashes (``phash``), searchable in the ``HASH_SUFFIX`` companion collection; 4 (``OCR_SCHEMA_VERSION``):
 plus the text read in the image (``ocr_text``, ``ocr_model``; ``fulltext.add_text_fields``)."""
+HASH_SUFFIX = "__phash"
+"""A collection's perceptual-hash index is the collection named like it plus this (see ``hashes``)."""
 SKIP_SUFFIX = "__skipped"
 """A collection's skip log is the collection named like it plus this."""
 
@@ -65,6 +68,8 @@ def image_schema(description: str, dim: int) -> Any:
     if meta is not None and schema_version(meta) >= 2:
         schema.add_field("taken_at", DataType.DOUBLE)
         schema.add_field("taken_from", DataType.VARCHAR, max_length=MAX_TAKEN_FROM)
+    if meta is not None and schema_version(meta) >= 3:
+        schema.add_field(HASH_FIELD, DataType.VARCHAR, max_length=MAX_PHASH)
     return schema
 
 

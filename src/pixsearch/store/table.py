@@ -93,6 +93,13 @@ class Table:
                 return
             last = str(rows[-1]["id"])
 
+    def search_field(self, field: str, data: Sequence[Any], limit: int, filter: str, output_fields: Sequence[str],
+                     search_params: dict[str, Any]) -> list[list[dict[str, Any]]]:
+        """A raw search of vector *field* (hits as pymilvus gives them), at the policy's search consistency."""
+        return self._calls.search(self.name, data=data, limit=limit, filter=filter, output_fields=output_fields,
+                                  search_params=search_params, consistency_level=self.policy.search_consistency,
+                                  anns_field=field)
+
     def count_rows(self) -> int:
         """A Strong ``count(*)``: exact, and ~200 ms on a server (a time tick)."""
         rows = self._calls.query(self.name, filter="", output_fields=["count(*)"],
