@@ -29,6 +29,19 @@ def sample_images() -> list[Path]:
     return sorted(SAMPLES.rglob("*.jpg"))
 
 
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Start the selected tests' long idle waits now, so they overlap the run (see ``tests/early.py``)."""
+    from tests import early
+
+    early.start_selected({item.name for item in session.items})
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    from tests import early
+
+    early.stop_all()
+
+
 @pytest.fixture(scope="session")
 def cache_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("pixsearch-cache")

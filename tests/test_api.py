@@ -151,6 +151,9 @@ def test_combined_terms_in_json(client, library):
     # The error is about the form the term takes, not also about the two forms it does not.
     ([{"text": "hat", "weight": 1000}], 422, "terms.0.text.weight: Input should be less than or equal to 100"),
     ([{"text": "x"}] * 17, 400, "too many query terms"),
+    # One bound and one message for a long text, however long (the body had its own, different one).
+    ([{"text": "x" * 1001}], 400, "query too long (1001 characters; at most 1000)"),
+    ([{"text": "x" * 20_000}], 400, "query too long (20000 characters; at most 1000)"),
 ])
 def test_bad_terms_are_named(client, terms, status, words):
     response = client.post("/api/search", json={"terms": terms})
@@ -461,9 +464,9 @@ def test_more_like_this_reads_the_row_once_and_the_page_keeps_to_max_k(client, m
     service = client.app.state.service
     hit = client.get("/api/search", params={"q": "a blue hat", "k": 1}).json()["results"][0]
     gets, ks = [], []
-    get, search = service.workspace.store.get, service.searcher.search
+    get, search = service.workspace.store.get, service.searcher.results  # the front ends' entry point
     monkeypatch.setattr(service.workspace.store, "get", lambda *a, **k: gets.append(a) or get(*a, **k))
-    monkeypatch.setattr(service.searcher, "search", lambda query: ks.append(query.k) or search(query))
+    monkeypatch.setattr(service.searcher, "results", lambda query: ks.append(query.k) or search(query))
     assert client.get(f"/api/search/similar/{hit['id']}", params={"k": 3}).json()["count"] == 3
     assert len(gets) == 1
     run_query(service, {"kind": "similar", "value": hit["id"]}, 100, 0.0, ANY, ANY, "relevance")
@@ -633,3 +636,29 @@ def test_legacy_page_queries_read_as_before():
     assert pagequery.describe({"kind": "similar", "value": "0123456789abcdef"}) == "the selected image"
     assert pagequery.normal({"kind": "image", "value": "/up/x.jpg"})["image"] == "/up/x.jpg"
     assert pagequery.is_empty(None) and pagequery.is_empty({"kind": "text", "value": "  "})
+
+
+def test_the_relevance_cut_pages_and_counts_in_the_api_and_the_page(client):
+    from pixsearch.ui import ANY, run_page
+
+    whole = client.post("/api/search", json={"terms": [{"text": "a shoe"}], "k": 20, "cut": "auto"}).json()
+    plain = client.get("/api/search", params={"q": "a shoe", "k": 20}).json()
+    assert plain["cut"] == 0 and plain["relevant"] is None
+    assert whole["relevant"] == whole["count"] and whole["cut"] + whole["relevant"] == SAMPLE_COUNT
+    assert 0 < whole["relevant"] < SAMPLE_COUNT
+    assert [r["id"] for r in whole["results"]] == [r["id"] for r in plain["results"]][:whole["relevant"]]
+    pages, offset = [], 0
+    while offset is not None:
+        page = client.get("/api/search", params={"q": "a shoe", "k": 2, "offset": offset, "cut": "auto"}).json()
+        assert (page["cut"], page["relevant"]) == (whole["cut"], whole["relevant"])
+        pages += page["results"]
+        offset = page["next_offset"]
+    assert [r["id"] for r in pages] == [r["id"] for r in whole["results"]]  # and no empty page at the end
+    bad = client.get("/api/search", params={"q": "a shoe", "cut": "sometimes"})
+    assert bad.status_code == 422
+
+    service = client.app.state.service
+    query = {"text": "a shoe", "image": None, "examples": []}
+    _, message, shown, following = run_page(service, query, 50, 0.0, ANY, ANY, "relevance", relevant=True)
+    assert [r["id"] for r in shown] == [r["id"] for r in whole["results"]] and following is None
+    assert f"{whole['cut']} cut as not relevant" in message

@@ -159,16 +159,18 @@ def test_a_large_fp32_run_suggests_quantize_once_no_variant_exists(tiny_model, t
     from types import SimpleNamespace
 
     from pixsearch.cli import index as cli
+    from pixsearch.config import Settings
     from pixsearch.models import load_embedder
 
     embedder = load_embedder(str(tiny_model), tmp_path / "cache", precision="fp32")
     ws = SimpleNamespace(embedder=embedder, model=str(tiny_model))
-    cli.suggest_quantize(ws, cli.QUANTIZE_HINT_IMAGES - 1, [tmp_path])
+    at_least = Settings().precision_min_images
+    cli.suggest_quantize(ws, at_least - 1, [tmp_path], at_least)
     assert "quantize" not in capsys.readouterr().err  # small runs gain too little
-    cli.suggest_quantize(ws, cli.QUANTIZE_HINT_IMAGES, [tmp_path])
+    cli.suggest_quantize(ws, at_least, [tmp_path], at_least)
     assert f"pixsearch quantize --model {tiny_model} --images {tmp_path}" in capsys.readouterr().err.replace("\n", "")
     embedder.available_variants = ("int8",)
-    cli.suggest_quantize(ws, cli.QUANTIZE_HINT_IMAGES, [tmp_path])
+    cli.suggest_quantize(ws, at_least, [tmp_path], at_least)
     assert "quantize" not in capsys.readouterr().err  # made already: the user chose fp32
 
 

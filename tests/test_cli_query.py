@@ -49,3 +49,15 @@ def test_combined_query_pages_and_errors(photos, monkeypatch):
     assert bad.returncode != 0 and "position 11" in bad.stderr and "expected + or -" in bad.stderr
     bad = run_cli("search", "a + @id:ffffffffffffffff", "--db", db, check=False)
     assert bad.returncode != 0 and "term 2" in bad.stderr and "ffffffffffffffff" in bad.stderr
+
+
+def test_the_relevance_cut_on_the_command_line(photos):
+    _, db = photos
+    done = run_cli("search", "a hat", "-k", "20", "--relevant", "--json", "--db", db)
+    kept = json.loads(done.stdout)
+    assert "relevance cut (auto):" in done.stderr and f"{len(kept)} relevant" in done.stderr
+    assert 0 < len(kept) < 20
+    scores = [h["score"] for h in kept]
+    assert scores == sorted(scores, reverse=True)
+    page = search_json("a hat", "-k", "1", "--offset", str(len(kept)), "--cut", "auto", "--db", db)
+    assert page == []  # the page after the last relevant one is empty

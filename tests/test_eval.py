@@ -107,3 +107,9 @@ def test_eval_command_on_samples(tiny_model, tmp_path):
     # 20 vectors: the index searches them exhaustively, so it must agree with brute force
     assert model["ann_recall"] == {"recall@10": pytest.approx(1.0)}
     assert model["exact"]["precision@10"] == pytest.approx(model["ann"]["precision@10"])
+    # the relevance cut is measured through the index, next to the best fixed threshold in hindsight
+    cut = model["cut"]["methods"]
+    assert set(cut) >= {"mixture", "otsu", "gap", "best fixed", "per-query best", "none"}
+    assert all(cut[name]["f1"] <= cut["per-query best"]["f1"] + 1e-9 for name in cut)
+    assert cut["best fixed"]["f1"] >= cut["none"]["f1"] - 1e-9
+    assert cut["none"]["recall"] == pytest.approx(1.0) and cut["none"]["kept"] == 20

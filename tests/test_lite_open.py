@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from pixsearch.store import Store, StoreError
+from tests.early import outcome, starts_early
 
 BUSY_LOOP = """
 import os, sys, time
@@ -31,7 +32,7 @@ print(time.process_time(), flush=True)
 
 
 # Read at import: tests/conftest.py clears PIXSEARCH_* variables around every test.
-OPENS = int(os.environ.get("PIXSEARCH_TEST_LITE_OPENS", "80"))
+OPENS = int(os.environ.get("PIXSEARCH_TEST_LITE_OPENS", "40"))
 IDLE_S = os.environ.get("PIXSEARCH_TEST_LITE_IDLE", "150")
 
 
@@ -82,15 +83,21 @@ with Store(sys.argv[1], collection="pixsearch_idle") as store:
 """
 
 
+@starts_early("test_an_idle_lite_connection_is_not_sent_away_for_pinging")
+def _start_idle_client(folder: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-c", IDLE_CLIENT, str(folder / "idle.db"), IDLE_S],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
 @pytest.mark.slow
-def test_an_idle_lite_connection_is_not_sent_away_for_pinging(tmp_path: Path):
+def test_an_idle_lite_connection_is_not_sent_away_for_pinging():
     """pymilvus' default keepalive (a ping every 10 s) made Lite answer GOAWAY too_many_pings after ~130 s
-    idle, and gRPC logged it to stderr. PIXSEARCH_TEST_LITE_IDLE: seconds idle (default 150)."""
-    idle = IDLE_S
-    result = subprocess.run([sys.executable, "-c", IDLE_CLIENT, str(tmp_path / "idle.db"), idle],
-                            capture_output=True, text=True, timeout=float(idle) + 120)
-    assert result.returncode == 0 and result.stdout.strip() == "0", result.stderr
-    assert "too_many_pings" not in result.stderr and "GOAWAY" not in result.stderr, result.stderr
+    idle, and gRPC logged it to stderr. PIXSEARCH_TEST_LITE_IDLE: seconds idle (default 150). The client
+    starts when collection ends (``tests/early.py``) and stays idle on its own clock while other tests run."""
+    returncode, out, err = outcome("test_an_idle_lite_connection_is_not_sent_away_for_pinging",
+                                   timeout=float(IDLE_S) + 120)
+    assert returncode == 0 and out.strip() == "0", err
+    assert "too_many_pings" not in err and "GOAWAY" not in err, err
 
 
 def test_an_engine_that_cannot_start_is_retried_then_an_honest_error(tmp_path: Path):

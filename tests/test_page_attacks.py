@@ -211,7 +211,8 @@ def test_a_real_upload_still_searches(target):
     assert _outcome(target, session)["success"]
     search = events["search_2"]  # the search that follows an upload
     status, _ = _request(target.url + "/gradio_api/queue/join", {
-        "data": [None, 5, 0.0, "(any)", "(any)", "relevance", "", ""], "event_data": None, "fn_index": search["id"],
+        "data": [None, 5, 0.0, "(any)", "(any)", "relevance", "", "", False], "event_data": None,
+        "fn_index": search["id"],
         "trigger_id": None, "session_hash": session})
     assert status == 200
     result = _outcome(target, session)

@@ -77,3 +77,24 @@ def test_errors_name_the_bad_term(searcher):
         searcher.search(Query((TextTerm("  ", 0.5), TextTerm("shoe"))))
     with pytest.raises(QueryError, match="cancel out"):
         searcher.search(Query((TextTerm("shoe"), TextTerm("shoe", -1.0))))
+
+
+@pytest.mark.parametrize("filters", [Filters(), Filters(min_score=0.05)])
+def test_pages_with_the_relevance_cut_continue_each_other_and_count_what_was_cut(searcher, filters):
+    terms = (IdTerm(image_id("/photos/3.jpg")), IdTerm(image_id("/photos/8.jpg")), IdTerm(image_id("/photos/21.jpg")))
+    whole = searcher.results(Query(terms, k=ROWS, filters=filters, cut="auto"))
+    assert whole.relevant == len(whole.hits) and whole.cut > 0
+    assert whole.cut + whole.relevant <= ROWS
+    # the three example images stand out from random vectors: the cut keeps them, not the bulk
+    assert {image_id(f"/photos/{i}.jpg") for i in (3, 8, 21)} <= {h.id for h in whole.hits}
+    assert whole.relevant < ROWS // 2
+    joined = []
+    for n in range(0, ROWS // 2, 2):
+        page = searcher.results(Query(terms, k=2, filters=filters, offset=n, cut="auto"))
+        assert (page.cut, page.relevant) == (whole.cut, whole.relevant)
+        joined += page.hits
+    assert [h.id for h in joined] == [h.id for h in whole.hits]
+    plain = searcher.search(Query(terms, k=ROWS, filters=filters))
+    assert [h.id for h in plain[:len(whole.hits)]] == [h.id for h in whole.hits]
+    with pytest.raises(QueryError, match="cut must be one of"):
+        searcher.search(Query(terms, k=2, cut="maybe"))

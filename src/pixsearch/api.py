@@ -26,7 +26,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import __version__, search
 from .apidocs import ETAG_HEADER, answers, drop_guessed_422s, image_answer, serve_docs
-from .apiquery import EXAMPLES, SearchBody, json_body_limit, to_terms
+from .apiquery import CUT_HELP, EXAMPLES, CutName, SearchBody, json_body_limit, to_terms
 from .config import Settings
 from .indexer import IndexReport
 from .search import IdTerm, ImageTerm, Limits, NotFound, QueryError, Term, TextTerm, UploadTooLarge
@@ -59,6 +59,10 @@ class SearchResponse(BaseModel):
     """Results skipped before these (the request's offset)."""
     next_offset: int | None = None
     """The offset of the next page (same k), or null when this page is the last one."""
+    cut: int = 0
+    """Results the relevance cut removed as not relevant (0 without ``cut``)."""
+    relevant: int | None = None
+    """Results that passed the relevance cut and min_score, over all pages (null without ``cut``)."""
 
 
 class StatsResponse(BaseModel):
@@ -201,16 +205,18 @@ def result(hit: Hit, prefix: str = "") -> Result:
 
 
 def _answer(service: SearchService, terms: tuple[Term, ...], k: int, filters: Filters, request: Request,
-            offset: int = 0, sort: str = "relevance") -> SearchResponse:
+            offset: int = 0, sort: str = "relevance", cut: str = "none") -> SearchResponse:
     """Run one query through the service's Searcher and time it."""
     started = time.perf_counter()
-    hits = service.searcher.search(search.Query(terms, k, filters, offset, sort))
+    found = service.searcher.results(search.Query(terms, k, filters, offset, sort, cut))
+    hits = found.hits
     prefix = request.scope.get("root_path", "").rstrip("/")
     following = offset + len(hits)
-    more = len(hits) == k and following + k <= service.limits.max_window
+    more = (len(hits) == k and following + k <= service.limits.max_window
+            and (found.relevant is None or following < found.relevant))
     return SearchResponse(count=len(hits), took_ms=round((time.perf_counter() - started) * 1000, 2),
                           results=[result(h, prefix) for h in hits], offset=offset,
-                          next_offset=following if more else None)
+                          next_offset=following if more else None, cut=found.cut, relevant=found.relevant)
 
 
 def add_api_routes(app: FastAPI, service: SearchService) -> None:
@@ -233,6 +239,7 @@ def add_api_routes(app: FastAPI, service: SearchService) -> None:
                          "(exclusive).")
     sort_param = Query("relevance", description="date: this page of results (after min_score) newest-taken "
                        "first; it orders the relevant set, not the whole library.")
+    cut_param = Query("none", description=CUT_HELP)
 
     @app.get("/api/stats", response_model=StatsResponse, dependencies=guard, tags=["collection"],
              responses=answers(503, token=token))
@@ -249,10 +256,12 @@ def add_api_routes(app: FastAPI, service: SearchService) -> None:
                     k: int = k_param, min_score: float | None = min_param, folder: str = folder_param,
                     label: str = label_param, offset: int = offset_param,
                     after: str | None = after_param, before: str | None = before_param,
-                    sort: Literal["relevance", "date"] = sort_param) -> SearchResponse:
+                    sort: Literal["relevance", "date"] = sort_param,
+                    cut: CutName = cut_param) -> SearchResponse:
         """Images that best match a text description."""
         return _answer(service, (TextTerm(q),), k,
-                       search.with_dates(make_filters(folder, label, min_score), after, before), request, offset, sort)
+                       search.with_dates(make_filters(folder, label, min_score), after, before), request, offset,
+                       sort, cut)
 
     @app.post("/api/search", response_model=SearchResponse, dependencies=guard, tags=["search"],
               responses=answers(400, 404, 413, 422, 503, token=token))
@@ -262,7 +271,7 @@ def add_api_routes(app: FastAPI, service: SearchService) -> None:
         Each term's vector is scaled to unit length, multiplied by its weight (negative: less like
         this), summed, and the sum scaled back to unit length. Errors name the bad term (1-based)."""
         filters = search.with_dates(make_filters(body.folder, body.label, body.min_score), body.after, body.before)
-        return _answer(service, to_terms(body, limits), body.k, filters, request, body.offset, body.sort)
+        return _answer(service, to_terms(body, limits), body.k, filters, request, body.offset, body.sort, body.cut)
 
     @app.post("/api/search/image", response_model=SearchResponse, dependencies=guard, tags=["search"],
               responses=answers(400, 413, 422, 503, token=token))
@@ -270,11 +279,13 @@ def add_api_routes(app: FastAPI, service: SearchService) -> None:
                      k: int = k_param, min_score: float | None = min_param, folder: str = folder_param,
                      label: str = label_param, offset: int = offset_param,
                      after: str | None = after_param, before: str | None = before_param,
-                     sort: Literal["relevance", "date"] = sort_param) -> SearchResponse:
+                     sort: Literal["relevance", "date"] = sort_param,
+                    cut: CutName = cut_param) -> SearchResponse:
         """Images that look like an uploaded example image."""
         data = file.file.read(limits.max_upload_bytes + 1)  # one byte over is enough for the Searcher to refuse
         return _answer(service, (ImageTerm(data),), k,
-                       search.with_dates(make_filters(folder, label, min_score), after, before), request, offset, sort)
+                       search.with_dates(make_filters(folder, label, min_score), after, before), request, offset,
+                       sort, cut)
 
     @app.get("/api/search/similar/{image_id}", response_model=SearchResponse, dependencies=guard, tags=["search"],
              responses=answers(400, 422, *id_statuses, token=token))
@@ -282,10 +293,12 @@ def add_api_routes(app: FastAPI, service: SearchService) -> None:
                        min_score: float | None = min_param, folder: str = folder_param,
                        label: str = label_param, offset: int = offset_param,
                      after: str | None = after_param, before: str | None = before_param,
-                     sort: Literal["relevance", "date"] = sort_param) -> SearchResponse:
+                     sort: Literal["relevance", "date"] = sort_param,
+                    cut: CutName = cut_param) -> SearchResponse:
         """More like this: images close to an indexed image (which comes first, with score ~1)."""
         return _answer(service, (IdTerm(image_id),), k,
-                       search.with_dates(make_filters(folder, label, min_score), after, before), request, offset, sort)
+                       search.with_dates(make_filters(folder, label, min_score), after, before), request, offset,
+                       sort, cut)
 
     @app.get("/api/images/{image_id}", dependencies=guard, tags=["images"], response_class=Response,
              responses={200: {**image_answer("image/*"), "headers": ETAG_HEADER},

@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal
 from fastapi.openapi.models import Example
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 
-from .search import IdTerm, ImageTerm, Limits, QueryError, Term, TextTerm, UploadTooLarge
+from .search import ID_PATTERN, IdTerm, ImageTerm, Limits, QueryError, Term, TextTerm, UploadTooLarge
 
 WEIGHT = Field(1.0, ge=-100.0, le=100.0, allow_inf_nan=False,
                description="How much this term counts; negative pushes results away from it.")
@@ -24,7 +24,8 @@ WEIGHT = Field(1.0, ge=-100.0, le=100.0, allow_inf_nan=False,
 
 class TextTermIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    text: str = Field(..., min_length=1, max_length=10_000, description="Words describing the picture.")
+    text: str = Field(..., min_length=1, description="Words describing the picture (at most "
+                      f"{Limits.max_query_chars} characters; the body as a whole is bounded too).")
     weight: float = WEIGHT
 
 
@@ -37,7 +38,7 @@ class ImageTermIn(BaseModel):
 
 class IdTermIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    image_id: str = Field(..., pattern=r"^[0-9a-f]{16}$", description="An indexed image's id, from a search result.")
+    image_id: str = Field(..., pattern=ID_PATTERN.pattern, description="An indexed image's id, from a search result.")
     weight: float = WEIGHT
 
 
@@ -59,6 +60,12 @@ TermIn = Annotated[
     Discriminator(term_kind, custom_error_type="term_kind",
                   custom_error_message="a term has exactly one of: text, image, image_id"),
 ]
+
+CutName = Literal["none", "auto", "mixture", "otsu", "gap"]
+"""relevance.CUTS as a type (tests/test_relevance.py keeps them equal)."""
+CUT_HELP = ("Relevance cut: auto keeps only the results that stand out from this query's own score "
+            "distribution, before paging (the response says how many it cut); mixture, otsu or gap name a "
+            "method; none keeps all (only min_score applies).")
 
 EXAMPLES: dict[str, Example] = {
     "text": {"summary": "Words only", "value": {"terms": [{"text": "a red dress"}], "k": 10}},
@@ -87,6 +94,7 @@ class SearchBody(BaseModel):
                                "date-time (exclusive).")
     sort: Literal["relevance", "date"] = Field("relevance", description="date: this page of results (after "
                                                 "min_score) newest-taken first; the relevant set, not the library.")
+    cut: CutName = Field("none", description=CUT_HELP)
 
 
 def base64_chars(size: int) -> int:

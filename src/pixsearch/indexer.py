@@ -107,7 +107,7 @@ ProgressCallback = Callable[[int, int], None]
 
 
 @dataclass
-class _RunState:
+class RunState:
     """What one index run knows and has counted so far."""
 
     report: IndexReport
@@ -189,8 +189,16 @@ class Indexer:
     def run(self, sources: Iterable[str | Path], delete: bool = True,
             progress: ProgressCallback | None = None) -> IndexReport:
         started = time.perf_counter()
+        scan, todo, state = self.plan(sources)
+        self._process(todo, state, progress)
+        return self.finish(scan, state, delete, started)
+
+    def plan(self, sources: Iterable[str | Path]) -> tuple[Scan, list[SourceFile], RunState]:
+        """Scan *sources* and decide, against the collection's rows, which files need work.
+
+        Public so a distributed run (``pixsearch.distributed``) makes exactly the same decision."""
         scan = scan_sources(sources)
-        state = _RunState(report=IndexReport(skipped=list(scan.problems)), skipped_before=self.skips.rows())
+        state = RunState(report=IndexReport(skipped=list(scan.problems)), skipped_before=self.skips.rows())
         for row in self.store.iter_rows(("path", "size", "mtime", "label", "content_hash")):
             state.existing[row["path"]] = row
             state.remember(row["id"], row["content_hash"])
@@ -209,7 +217,10 @@ class Indexer:
                 state.report.still_skipped += 1
             else:  # new, changed since its skip, or a skip whose cause may be gone (a chmod changes no mtime)
                 todo.append(file)
-        self._process(todo, state, progress)
+        return scan, todo, state
+
+    def finish(self, scan: Scan, state: RunState, delete: bool, started: float) -> IndexReport:
+        """After every file was processed: remove vanished rows, flush, close the report."""
         if delete and not self.stop.is_set():
             state.report.removed += self._remove_vanished(scan, state)
         self.store.flush()
@@ -217,7 +228,11 @@ class Indexer:
         state.report.seconds = time.perf_counter() - started
         return state.report
 
-    def _process(self, todo: list[SourceFile], state: _RunState, progress: ProgressCallback | None) -> None:
+    def process_batch(self, files: list[SourceFile], state: RunState) -> None:
+        """Load and commit one batch of files in this process (a distributed worker's unit of work)."""
+        self._commit([self._load(file, state.known_hashes) for file in files], state)
+
+    def _process(self, todo: list[SourceFile], state: RunState, progress: ProgressCallback | None) -> None:
         """Decode ahead in threads, embed in batches, write each batch as soon as it is done."""
         window = self.batch_size * 3
         pending: deque[Future[_Work]] = deque()
@@ -248,7 +263,7 @@ class Indexer:
                         future.cancel()
                     return
 
-    def _commit(self, batch: list[_Work], state: _RunState) -> None:
+    def _commit(self, batch: list[_Work], state: RunState) -> None:
         """Embed each new content once, reuse known vectors for the rest, upsert, then update the skip log."""
         if not batch:
             return
@@ -298,7 +313,7 @@ class Indexer:
         log.info("committed %d rows, %d files skipped", len(rows), len(failed))
 
     @staticmethod
-    def _row(work: _Work, vector: np.ndarray, width: int, height: int, now: float, state: _RunState) -> ImageRow:
+    def _row(work: _Work, vector: np.ndarray, width: int, height: int, now: float, state: RunState) -> ImageRow:
         file = work.file
         label = file.label or state.existing.get(file.path, {}).get("label", "")  # a folder run keeps CSV labels
         taken = work.taken or TakenAt(file.mtime, "mtime")
@@ -307,7 +322,7 @@ class Indexer:
                 "content_hash": work.digest, "indexed_at": now, "taken_at": taken.timestamp,
                 "taken_from": taken.source}
 
-    def _remove_vanished(self, scan: Scan, state: _RunState) -> int:
+    def _remove_vanished(self, scan: Scan, state: RunState) -> int:
         """Delete rows (and skip records) under the scanned roots whose files are gone."""
         scanned_paths = {f.path for f in scan.files}
         unseen = [path for path, _reason in scan.problems]  # could not be listed: absent is not gone

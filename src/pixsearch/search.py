@@ -20,6 +20,7 @@ from .errors import PixsearchError
 from .exif import iso
 from .images import ImageError, decode_image
 from .models.base import Embedder
+from .relevance import CUT_DEPTH, CUTS, keep_count, method_of
 from .store import Filters, Hit, ImageRow, Store
 
 ID_PATTERN = re.compile(r"^[0-9a-f]{16}$")
@@ -167,10 +168,30 @@ class Query:
     ranking, so concatenated they equal one search with ``k = pages * k``."""
     sort: str = "relevance"
     """"date": the page (the relevant results that pass min_score) newest-taken first."""
+    cut: str = "none"
+    """"auto" (or a method of relevance.CUT_METHODS): keep only the results that stand out from the
+    query's own score distribution; applied with min_score, before paging."""
 
     @classmethod
     def of(cls, term: Term, k: int = 10, filters: Filters = Filters(), offset: int = 0) -> Query:
         return cls((term,), k, filters, offset)
+
+
+def check_cut(cut: str) -> str:
+    if cut not in CUTS:
+        raise QueryError(f"cut must be one of {', '.join(CUTS)} (got {cut!r})")
+    return cut
+
+
+@dataclass(frozen=True)
+class Results:
+    """One page of hits, and what the relevance cut did to the whole ranking (not only this page)."""
+
+    hits: list[Hit]
+    cut: int = 0
+    """Results the relevance cut removed from the ranking it looked at (0 without a cut)."""
+    relevant: int | None = None
+    """Results that passed the cut and min_score (None without a cut): pages end there."""
 
 
 class _LruCache:
@@ -206,21 +227,37 @@ class Searcher:
         self._text_cache = _LruCache(cache_size)
 
     def search(self, query: Query) -> list[Hit]:
+        """The page of hits of ``results(query)``."""
+        return self.results(query).hits
+
+    def results(self, query: Query) -> Results:
         """The nearest indexed images to the query's vector, best first: results offset+1 to offset+k.
 
         A page is the slice of one top-(offset + k) ranking (min_score is applied to that ranking
         before slicing), so page 2 continues page 1 exactly whatever the backend supports. Sorting
-        by date reorders that page only: it is the relevant set, not the whole library, by date."""
+        by date reorders that page only: it is the relevant set, not the whole library, by date.
+        A relevance cut looks at the query's top ``CUT_DEPTH`` scores whatever the page, so every
+        page of a query sees the same cut."""
         offset, k = self.limits.check_page(query.offset, query.k)
         check_sort(query.sort)
+        method = method_of(check_cut(query.cut))
         vector = self.query_vector(query.terms)
         filters = query.filters
-        hits = self.store.search(vector[None, :], k=offset + k, filter=filters.expression(),
-                                 min_score=filters.min_score)[0]
+        cut, relevant = 0, None
+        if method is None:
+            hits = self.store.search(vector[None, :], k=offset + k, filter=filters.expression(),
+                                     min_score=filters.min_score)[0]
+        else:
+            ranking = self.store.search(vector[None, :], k=max(offset + k, CUT_DEPTH),
+                                        filter=filters.expression())[0]
+            keep = keep_count([hit.score for hit in ranking], method)
+            cut = len(ranking) - keep
+            hits = [hit for hit in ranking[:keep] if filters.min_score is None or hit.score >= filters.min_score]
+            relevant = len(hits)
         page = hits[offset:offset + k]
         if query.sort == "date":
             page.sort(key=lambda hit: float(hit.fields.get("taken_at") or 0.0), reverse=True)
-        return page
+        return Results(page, cut, relevant)
 
     def query_vector(self, terms: tuple[Term, ...]) -> np.ndarray:
         """One term's vector as it is; several terms' weighted sum, scaled back to unit length."""

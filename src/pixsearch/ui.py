@@ -108,11 +108,13 @@ def run_query(service: SearchService, query: LastQuery, k: int, min_score: float
 
 def run_page(service: SearchService, query: LastQuery, k: int, min_score: float, folder: str, label: str,
              sort: str, upload_dir: Path | None = None, shown: Results | None = None,
-             offset: int = 0, after: str = "",
-             before: str = "") -> tuple[list[tuple[str, str]], str, Results, int | None]:
+             offset: int = 0, after: str = "", before: str = "",
+             relevant: bool = False) -> tuple[list[tuple[str, str]], str, Results, int | None]:
     """``run_query`` for the page of *k* results from *offset*, appended to the *shown* ones; also
     the offset of the page after it (None at the end: fewer than k came, or the window is spent).
-    *after*/*before*: capture-date bounds as typed (ISO; blank: open), checked here like the API's."""
+    *after*/*before*: capture-date bounds as typed (ISO; blank: open), checked here like the API's.
+    *relevant*: only the results the automatic relevance cut keeps (relevance.py); the status says
+    how many it cut."""
     empty = empty_index_message(service)
     if empty:
         return [], empty, [], None
@@ -124,12 +126,15 @@ def run_page(service: SearchService, query: LastQuery, k: int, min_score: float,
                                           min_score if min_score and min_score > 0 else None), after, before)
         what = pagequery.describe(query) + taken_span(after, before)
         terms = pagequery.terms(query, upload_dir, limits.max_upload_bytes + 1)
-        hits = service.searcher.search(Query(terms, k, filters, offset))
+        found = service.searcher.results(Query(terms, k, filters, offset, cut="auto" if relevant else "none"))
+        hits = found.hits
     except (QueryError, NotFound, UploadError) as exc:
         return ([], f"⚠️ {exc}", [], None) if not shown else (_items(service, shown)[0], f"⚠️ {exc}", shown, None)
     except StoreError as exc:
         return [], f"⚠️ The vector store failed: {exc}", [], None
-    following = offset + len(hits) if len(hits) == k and offset + len(hits) + k <= limits.max_window else None
+    following = offset + len(hits) if len(hits) == k and offset + len(hits) + k <= limits.max_window and \
+        (found.relevant is None or offset + len(hits) < found.relevant) else None
+    cut = f" {found.cut} cut as not relevant." if found.relevant is not None else ""
     seen = {row["id"] for row in shown}
     fresh = [row for row in _to_results(hits, "relevance") if row["id"] not in seen]
     rows = shown + fresh
@@ -139,12 +144,13 @@ def run_page(service: SearchService, query: LastQuery, k: int, min_score: float,
     if not results:
         hint = " Try a lower minimum score or set folder and label to (any)." if filters.expression() or \
             filters.min_score else ""
-        return [], f"No results for {what}.{hint}", [], None
+        return [], f"No results for {what}.{hint}{cut}", [], None
     missing = len(rows) - len(results)
     note = f" ({missing} not shown: their files changed since indexing)" if missing else ""
     order = "newest first" if sort == "date" else "best match first"
     more = " More results below." if following is not None else ""
-    return (items, f"{len(results)} results for {what}, {order}{note}. Click one to see it large.{more}", results,
+    return (items, f"{len(results)} results for {what}, {order}{note}. Click one to see it large.{more}{cut}",
+            results,
             following)
 
 
@@ -166,25 +172,26 @@ def build_ui(service: SearchService, upload_dir: Path) -> gr.Blocks:
     idle = gr.update(interactive=False)
 
     def search(query: LastQuery | None, k: int, min_score: float, folder: str, label: str,
-               sort: str, after: str = "", before: str = "") -> tuple[Any, ...]:
+               sort: str, after: str = "", before: str = "", relevant: bool = False) -> tuple[Any, ...]:
         """A new search: the first page; the selection and the large view are cleared (and hidden)."""
         if not query:
             return (gr.update(), gr.update(), gr.update(), None, "", idle, idle, _examples(query), idle,
                     {"next": None}, gr.update(visible=False))
         items, message, results, following = run_page(service, query, k, min_score, folder, label, sort,
-                                                      upload_dir, after=after, before=before)
+                                                      upload_dir, after=after, before=before, relevant=relevant)
         return (items, message, results, None, "", idle, idle, _examples(query),
                 gr.update(interactive=following is not None), {"next": following}, gr.update(visible=False))
 
     def more_results(query: LastQuery | None, k: int, min_score: float, folder: str, label: str, sort: str,
-                     after: str, before: str, shown: Results, paging: Paging | None) -> tuple[Any, ...]:
+                     after: str, before: str, relevant: bool, shown: Results,
+                     paging: Paging | None) -> tuple[Any, ...]:
         """The next page, appended to the gallery (the selection stays)."""
         offset = (paging or {}).get("next")
         if not query or offset is None:
             return gr.update(), gr.update(), gr.update(), idle, {"next": None}
         items, message, results, following = run_page(service, query, k, min_score, folder, label, sort,
                                                       upload_dir, shown=shown, offset=offset, after=after,
-                                                      before=before)
+                                                      before=before, relevant=relevant)
         return items, message, results, gr.update(interactive=following is not None), {"next": following}
 
     def _examples(query: LastQuery | None) -> Any:
@@ -255,6 +262,7 @@ def build_ui(service: SearchService, upload_dir: Path) -> gr.Blocks:
                     min_score = gr.Slider(0.0, 1.0, value=0.0, step=0.01, label="Minimum score",
                                           elem_id="min-score")
                     sort = gr.Radio(["relevance", "date"], value="relevance", label="Sort by", elem_id="sort")
+                    relevant = gr.Checkbox(False, label="Only relevant results", elem_id="relevant")
                 with gr.Row():
                     folder = gr.Dropdown([ANY], value=ANY, label="Folder (and subfolders)",
                                          allow_custom_value=True, elem_id="folder")
@@ -286,7 +294,7 @@ def build_ui(service: SearchService, upload_dir: Path) -> gr.Blocks:
                     more = gr.Button("+ More like this", interactive=False, elem_id="more")
                     less = gr.Button("− Less like this", interactive=False, elem_id="less")
 
-        controls = [k, min_score, folder, label, sort, after, before]
+        controls = [k, min_score, folder, label, sort, after, before, relevant]
         outputs = [gallery, status, results, large, details, more, less, examples, more_button, paging, panel]
         group: dict[str, Any] = {"concurrency_id": "page", "concurrency_limit": PAGE_CONCURRENCY}
         with_preview = [last, upload_preview]
@@ -300,7 +308,7 @@ def build_ui(service: SearchService, upload_dir: Path) -> gr.Blocks:
             trigger(make, sources, made, **group).then(search, [last, *controls], outputs, **group)
         refused.change(refused_upload, refused, status, **group)
         for event in (k.release, min_score.release, sort.change, folder.change, label.change, after.submit,
-                      before.submit):
+                      before.submit, relevant.change):
             event(search, [last, *controls], outputs, **group)
         more_button.click(more_results, [last, *controls, results, paging],
                           [gallery, status, results, more_button, paging], **group)

@@ -12,7 +12,6 @@ first, so a model that fails to load leaves no empty database behind either.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from pathlib import Path
 from .config import DEFAULT_MODEL, ConfigError, Settings
 from .indexer import Indexer
 from .models import Embedder, ModelError, ModelSpec, load_embedder, load_spec
+from .models.ref import parse_model_ref
 from .store import CollectionInfo, Store, StoreError, collection_name_for, is_local_uri
 
 StageCallback = Callable[[str], None]
@@ -44,11 +44,6 @@ def new_indexer(workspace: Workspace, settings: Settings) -> Indexer:
     """The Indexer every entry point uses (CLI, server, eval), configured from *settings* alike."""
     return Indexer(workspace.store, workspace.embedder, batch_size=settings.batch_size, workers=settings.workers,
                    max_pixels=settings.max_pixels, max_file_bytes=settings.max_file_bytes)
-
-
-def _model_reference(name: str) -> str:
-    """Local model directories are recorded as absolute paths so any working directory finds them."""
-    return os.path.abspath(os.path.expanduser(name)) if Path(name).expanduser().is_dir() else name
 
 
 def choose_model(settings: Settings, store: Store,
@@ -89,7 +84,6 @@ def first_use_step(model: str, cache_dir: Path) -> str | None:
     downloaded once; both are cached, so this says so only the first time.
     """
     from .models.convert import converted_dir
-    from .models.ref import parse_model_ref
     from .models.spec import detect_layout
 
     try:
@@ -153,7 +147,7 @@ def open_workspace(settings: Settings, create: bool = False, on_stage: StageCall
         model, info = choose_model(settings, store, collections)
         spec = _load_spec(model, cache_dir, on_stage)
         store = store.bind(settings.collection or (info.name if info else collection_name_for(spec.model_id)))
-        reference = _model_reference(model)
+        reference = parse_model_ref(model).recorded
         if create:
             store.ensure_collection(spec.model_id, reference, spec.dim)
         else:
@@ -181,7 +175,7 @@ def _open_new(settings: Settings, cache_dir: Path, on_stage: StageCallback | Non
     store = Store(settings.db, token=settings.token)
     try:
         store = store.bind(settings.collection or collection_name_for(spec.model_id))
-        reference = _model_reference(model)
+        reference = parse_model_ref(model).recorded
         store.ensure_collection(spec.model_id, reference, spec.dim)
         return Workspace(store=store, embedder=embedder, model=reference, spec=spec)
     except BaseException:

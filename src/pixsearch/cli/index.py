@@ -45,9 +45,6 @@ if TYPE_CHECKING:
     from ..indexer import Indexer, IndexReport
     from ..workspace import Workspace
 
-QUANTIZE_HINT_IMAGES = 500
-"""An fp32 run that embeds at least this many images suggests `pixsearch quantize`."""
-
 
 def _progress() -> Progress:
     return Progress(TextColumn("[bold]indexing"), BarColumn(), MofNCompleteColumn(),
@@ -117,6 +114,10 @@ def index(
     delete: Annotated[bool, typer.Option("--delete/--no-delete", help="Remove images whose files vanished.")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
     watch: Annotated[bool, typer.Option("--watch", help="Keep running and sync changes as they happen.")] = False,
+    ray: Annotated[str | None, typer.Option("--ray", help="Spread the work over Ray: 'auto' (start or join a local "
+                                            "Ray) or ray://host:10001; needs pixsearch[ray] and a Milvus server; "
+                                            "--workers is then the number of embedding actors.")] = None,
+    cpus_per_worker: Annotated[float, typer.Option("--cpus-per-worker", help="With --ray: CPUs per actor.")] = 1.0,
 ) -> None:
     """Embed new and changed images and store them in Milvus (re-runs only touch what changed).
 
@@ -156,10 +157,16 @@ def index(
                     err.print(chosen, markup=False, highlight=False, soft_wrap=True)
                 bar.update(task, completed=done, total=total, rate=rate.text(done))
 
-            report = indexer.run(paths, delete=delete, progress=on_progress)
+            if ray:
+                from ..distributed.ray_index import run_on_ray
+
+                report = run_on_ray(ws, settings, paths, address=ray, workers=settings.workers or 1,
+                                    cpus_per_worker=cpus_per_worker, delete=delete, progress=on_progress)
+            else:
+                report = indexer.run(paths, delete=delete, progress=on_progress)
         print_report(report, as_json)
         if not as_json:
-            suggest_quantize(ws, report.embedded, paths)
+            suggest_quantize(ws, report.embedded, paths, settings.precision_min_images)
         if watch and not report.interrupted:
             from ..watch import watch as watch_folders
 
@@ -197,10 +204,11 @@ def _choose_precision(ws: Workspace, settings: Settings, indexer: Indexer, total
     return line
 
 
-def suggest_quantize(ws: Workspace, embedded: int, paths: list[Path]) -> None:
-    """After a big fp32 run, point at the INT8 variant (measured and verified on this machine)."""
+def suggest_quantize(ws: Workspace, embedded: int, paths: list[Path], min_images: int) -> None:
+    """After an fp32 run of at least *min_images* (``precision_min_images``: the measured break-even of
+    building a variant), point at the INT8 variant; smaller runs would not win back its build time."""
     embedder = ws.embedder
-    if embedded < QUANTIZE_HINT_IMAGES or embedder.variant != "fp32" or "int8" in embedder.available_variants:
+    if embedded < min_images or embedder.variant != "fp32" or "int8" in embedder.available_variants:
         return
     folder = next((p for p in paths if p.is_dir()), None)
     command = (f"pixsearch quantize --model {shlex.quote(str(ws.model))} "

@@ -79,9 +79,26 @@ def print_eval(result: dict[str, Any]) -> None:
             per.add_row(label, *[_fmt(m["ann"]["per_label"].get(label, {}).get(f"precision@{k}"))
                                  for m in result["models"]], _fmt(result["label_chance"][label]))
         console.print(per)
+    if result["models"] and "cut" in result["models"][0]:
+        console.print(cut_table(result))
     for m in result["models"]:
         for item in m["skipped"][:10]:
             err.print(f"[yellow]skipped[/] {item['path']}: {item['reason']}", highlight=False, soft_wrap=True)
+
+
+def cut_table(result: dict[str, Any]) -> Table:
+    """Per model, the relevance cut's mean precision/recall/F1 per label prompt next to the best fixed
+    --min-score chosen in hindsight (and the per-query oracle)."""
+    table = Table(title="relevance cut: mean per prompt (relevant = same label)", header_style="bold")
+    for name in ("model", "cut", "precision", "recall", "F1", "kept", "threshold"):
+        table.add_column(name, justify="left" if name in ("model", "cut") else "right")
+    for m in result["models"]:
+        cut = m.get("cut") or {}
+        for method, row in cut.get("methods", {}).items():
+            name = f"{method} (= auto)" if method == cut["auto"] else method
+            table.add_row(Path(m["model"]).name or m["model"], name, _fmt(row["precision"]), _fmt(row["recall"]),
+                          _fmt(row["f1"]), f"{row['kept']:.1f}", _fmt(row.get("threshold")))
+    return table
 
 
 @friendly_errors

@@ -25,6 +25,7 @@ from .common import (
     TokenOpt,
     UserError,
     console,
+    err,
     friendly_errors,
     settings_from,
 )
@@ -115,6 +116,10 @@ def search(
                      ] = None,
     before: Annotated[str | None, typer.Option("--before", help="Only images taken before this ISO date or "
                                                "date-time (exclusive).")] = None,
+    cut: Annotated[str, typer.Option("--cut", help="Relevance cut: auto keeps only the results that stand out "
+                                     "from this query's own scores (see the README for when to trust it); "
+                                     "mixture, otsu or gap name a method; none (default) keeps all.")] = "none",
+    relevant: Annotated[bool, typer.Option("--relevant", help="Only relevant results: --cut auto.")] = False,
     sort: Annotated[str, typer.Option("--sort", help="relevance, or date: the results (after --min-score) "
                                       "newest-taken first; it orders the relevant set, not the whole library.")
                     ] = "relevance",
@@ -127,7 +132,7 @@ def search(
     Results are ranked by cosine similarity to the sum of each term's unit vector times its weight,
     scaled back to unit length. --image and --like add a term of weight 1 to the QUERY's terms.
     """
-    from ..search import IdTerm, Query, QueryError, Searcher, check_sort, parse_date
+    from ..search import IdTerm, Query, QueryError, Searcher, check_cut, check_sort, parse_date
     from ..store import Filters
     from ..workspace import open_workspace
 
@@ -140,6 +145,7 @@ def search(
         terms.append(IdTerm(like))
     try:
         check_sort(sort)
+        cut = check_cut("auto" if relevant and cut == "none" else cut)
         bounds = {name: parse_date(value, f"--{name}") if value is not None else None
                   for name, value in (("after", after), ("before", before))}
     except QueryError as exc:
@@ -150,9 +156,13 @@ def search(
                              precision=precision)
     ws = open_workspace(settings)
     try:
-        hits = Searcher(ws.store, ws.embedder).search(Query(tuple(terms), k, filters, offset, sort))
+        results = Searcher(ws.store, ws.embedder).results(Query(tuple(terms), k, filters, offset, sort, cut))
+        hits = results.hits
         if not hits and filters.folder:
             _require_indexed_under(ws.store, filters.folder, folder or "")
     finally:
         ws.close()
     print_hits(hits, as_json, first_rank=offset + 1)
+    if results.relevant is not None:
+        err.print(f"relevance cut ({cut}): {results.relevant} relevant, {results.cut} cut as not relevant",
+                  highlight=False)

@@ -13,9 +13,11 @@ files (``variants.source_of``) finds no entry and measures again.
 Query-time code (``serve``, ``search``) only reads the record for the text tower: it never
 builds variants, since a query must not wait tens of seconds.
 
-Candidates are a list (``CANDIDATES``): ONNX Runtime dynamic INT8, and OpenVINO fp32 and
-bf16-hint (``openvino.py``) when the ``openvino`` extra imports; each ``build`` returns a
-``CandidateResult`` timed and verified against ONNX Runtime fp32 on the same samples.
+Candidates are a list (``candidates.CANDIDATES``): ONNX Runtime dynamic INT8; OpenVINO fp32, bf16
+(only where the CPU has native bf16) and NNCF static INT8 when the ``openvino`` extra imports.
+Each ``build`` makes and verifies its variant; ``measure`` then times fp32 and every verified
+candidate together, interleaved pass by pass (``timing.py``), so a burst of other work on a
+shared machine cannot decide the choice.
 """
 
 from __future__ import annotations
@@ -25,7 +27,6 @@ import json
 import logging
 import math
 import os
-import platform
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -33,19 +34,23 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .base import Embedder
-from .onnx import default_threads
+from .candidates import (
+    CandidateResult,
+    TowerChoice,
+    Trial,
+    candidates_for,
+    one_query_at_a_time,
+)
+from .cpu import cpu_info
+from .onnx import OnnxEmbedder, default_threads
 from .spec import ModelError, ModelSpec
+from .timing import interleaved_seconds
 from .variants import overlay_dir, source_of
 
 DECISIONS = "decisions.json"
-BACKENDS = ("onnxruntime", "openvino")
-"""Backends pixsearch runs today; ``auto`` picks among them."""
 PRECISIONS = ("auto", "fp32", "int8")
 SAMPLE_IMAGES = 32
 """The user's images each candidate is verified and timed on."""
-ISA_FLAGS = ("avx2", "avx_vnni", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16")
-"""The CPU features ONNX Runtime's INT8 and bf16 kernels dispatch on: a change can flip the winner."""
 
 Log = Callable[[str], None]
 log = logging.getLogger(__name__)
@@ -54,21 +59,8 @@ log = logging.getLogger(__name__)
 # ----------------------------------------------------------------------------- the machine
 
 
-def _cpu() -> tuple[str, list[str]]:
-    """CPU model name and the ISA flags in ``ISA_FLAGS`` it has (Linux /proc/cpuinfo; elsewhere the
-    platform's processor name and no flags)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return platform.processor() or platform.machine(), []
-    name, flags = "", set[str]()
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() == "model name" and not name:
-            name = value.strip()
-        elif key.strip() in ("flags", "Features") and not flags:
-            flags = set(value.split())
-    return name or platform.machine(), [flag for flag in ISA_FLAGS if flag in flags]
+_cpu = cpu_info
+"""This CPU's name and ISA flags (a name of its own here, so a test can stand in another machine)."""
 
 
 def machine_fingerprint(threads: int = 0) -> dict[str, Any]:
@@ -92,25 +84,6 @@ def machine_key(machine: dict[str, Any]) -> str:
 
 
 # ----------------------------------------------------------------------------- the record
-
-
-@dataclass(frozen=True)
-class TowerChoice:
-    """What won for one tower, and the numbers it won on."""
-
-    variant: str
-    """What this tower runs: "int8" or "fp32" (ONNX Runtime), or "openvino-fp32" / "openvino-bf16"."""
-    fp32_rate: float
-    """Items per second in fp32 on the samples (images in batches; queries one at a time)."""
-    rate: float
-    """Items per second of the variant that won (== fp32_rate when fp32 won)."""
-    min_cosine: float
-    """Lowest cosine to fp32 over the samples of the candidate tried (1.0: fp32, or nothing to quantize)."""
-    recipe: str = "fp32"
-
-    @property
-    def speedup(self) -> float:
-        return self.rate / self.fp32_rate if self.fp32_rate > 0 else 1.0
 
 
 @dataclass(frozen=True)
@@ -196,118 +169,7 @@ def write_decision(spec: ModelSpec, cache_dir: Path, decision: Decision) -> Path
     return path
 
 
-# ----------------------------------------------------------------------------- candidates
-
-
-@dataclass(frozen=True)
-class CandidateResult:
-    """A candidate built, verified and timed on the samples."""
-
-    verified: bool
-    image: TowerChoice
-    text: TowerChoice
-    samples: int
-    failure: str = ""
-    """Why it failed verification, in words ("" when verified)."""
-
-
-@dataclass(frozen=True)
-class Candidate:
-    """A variant pixsearch can build itself, on one backend."""
-
-    variant: str
-    backend: str
-    build: Callable[[ModelSpec, Path, Sequence[Path], int, float, Log], CandidateResult]
-    """(spec, cache_dir, sample images, threads, min cosine, log) -> result; records the variant in the cache."""
-
-
-def _build_ort_int8(spec: ModelSpec, cache_dir: Path, samples: Sequence[Path], threads: int, min_cosine: float,
-                    say: Log) -> CandidateResult:
-    """ONNX Runtime dynamic INT8, through ``pixsearch quantize``'s own code (recipe ladder, verification)."""
-    from .quantize import MIN_TOP10_OVERLAP, quantize_model
-
-    report = quantize_model(spec, cache_dir, samples, threads=threads, log=say, min_cosine=min_cosine)
-    towers = []
-    for result, count in ((report.image, report.images), (report.text, report.queries)):
-        fp32_rate = count / result.fp32_seconds if result.fp32_seconds > 0 else 0.0
-        rate = count / result.int8_seconds if result.int8_seconds > 0 else fp32_rate
-        towers.append(TowerChoice("int8" if result.quantized else "fp32", round(fp32_rate, 2), round(rate, 2),
-                                  round(result.min_cosine, 5), result.recipe))
-    failure = ""
-    if not report.verified:
-        worst = min(report.image.min_cosine, report.text.min_cosine)
-        failure = (f"min cosine {worst:.4f}, needs {min_cosine}" if worst < min_cosine else
-                   f"top-10 overlap {report.top10_overlap:.2f}, needs {MIN_TOP10_OVERLAP}")
-    return CandidateResult(report.verified, towers[0], towers[1], report.images, failure)
-
-
-def _build_openvino(precision: str) -> Callable[[ModelSpec, Path, Sequence[Path], int, float, Log], CandidateResult]:
-    """OpenVINO at *precision* (fp32 or bf16 hint), verified and timed against ONNX Runtime fp32 with
-    ``pixsearch quantize``'s bar: cosine >= min_cosine on every sample image and query, top-10 agreement."""
-
-    def build(spec: ModelSpec, cache_dir: Path, samples: Sequence[Path], threads: int, min_cosine: float,
-              say: Log) -> CandidateResult:
-        from .onnx import OnnxEmbedder
-        from .openvino import OpenVinoEmbedder
-        from .quantize import DEFAULT_QUERIES, MIN_SPEEDUP, MIN_TOP10_OVERLAP, _cosines, _runner, _timed, top_k_overlap
-
-        reference = OnnxEmbedder(spec, threads=threads)
-        trial = OpenVinoEmbedder(spec, cache_dir, threads=threads, precision=precision)
-        crops = _readable_crops(reference, samples)
-        queries = list(DEFAULT_QUERIES)
-        say(f"openvino-{precision}: timing against onnxruntime fp32 on {len(crops)} images")
-        towers, worst, vectors = [], 1.0, []
-        for tower, items in (("image", crops), ("text", queries)):
-            ref, ref_secs = _timed(tower, _runner(reference, tower), items)  # type: ignore[arg-type]
-            out, secs = _timed(tower, _runner(trial, tower), items)  # type: ignore[arg-type]
-            cosine = float(_cosines(ref, out).min())
-            worst = min(worst, cosine)
-            vectors.append((ref, out))
-            towers.append((len(items) / ref_secs, len(items) / secs, cosine))
-        overlap = top_k_overlap(vectors[1][0], vectors[0][0], vectors[1][1], vectors[0][1])
-        verified = worst >= min_cosine and overlap >= MIN_TOP10_OVERLAP
-        faster = towers[0][1] >= MIN_SPEEDUP * towers[0][0]  # indexing speed decides the backend
-        name = f"openvino-{precision}" if faster else "fp32"
-        image, text = (TowerChoice(name, round(base, 2), round(rate, 2), round(cos, 5), "openvino")
-                       for base, rate, cos in towers)
-        failure = "" if verified else (f"min cosine {worst:.4f}, needs {min_cosine}" if worst < min_cosine else
-                                       f"top-10 overlap {overlap:.2f}, needs {MIN_TOP10_OVERLAP}")
-        return CandidateResult(verified, image, text, len(crops), failure)
-
-    return build
-
-
-def _readable_crops(embedder: Embedder, samples: Sequence[Path]) -> list[Any]:
-    """Model-sized crops of the *samples* that decode, as ``pixsearch quantize`` verifies on."""
-    from .quantize import readable_crops
-
-    return list(readable_crops(embedder, samples))
-
-
-CANDIDATES: tuple[Candidate, ...] = (
-    Candidate("int8", "onnxruntime", _build_ort_int8),
-    Candidate("openvino-fp32", "openvino", _build_openvino("fp32")),
-    Candidate("openvino-bf16", "openvino", _build_openvino("bf16")),
-)
-"""What ``auto`` tries against fp32, in order; the fastest verified one wins. OpenVINO candidates
-run only where the ``openvino`` extra imports."""
-
-
-def candidates_for(backend: str) -> list[Candidate]:
-    """The candidates *backend* ("auto": every installed backend) offers; a user-actionable error for an
-    unknown one, or for ``openvino`` without the extra."""
-    from .openvino import openvino_available, require_openvino
-
-    check_backend(backend)
-    if backend == "openvino":
-        require_openvino()
-    usable = {"onnxruntime", *(("openvino",) if openvino_available() else ())}
-    return [c for c in CANDIDATES if backend in ("auto", c.backend) and c.backend in usable]
-
-
-def check_backend(backend: str) -> None:
-    if backend != "auto" and backend not in BACKENDS:
-        raise ModelError(f"backend {backend!r} is not available; use auto or one of: {', '.join(BACKENDS)}")
+# ----------------------------------------------------------------------------- choosing
 
 
 def _floor(value: float, digits: int = 4) -> str:
@@ -328,15 +190,45 @@ def _explain(result: CandidateResult, name: str) -> str:
             + ("" if image.variant != "fp32" else " (images stay fp32: no faster or no agreement)"))
 
 
+def _timed(results: dict[str, CandidateResult], trial: Trial) -> dict[str, CandidateResult]:
+    """*results* with their towers' rates, fp32 and every verified candidate timed together, interleaved
+    (``timing.py``): images in batches as indexing runs them, queries one at a time as search does."""
+    from dataclasses import replace
+
+    from .quantize import MIN_SPEEDUP, TIMED_PASSES
+
+    embedders = {"fp32": trial.reference, **{n: r.embedder for n, r in results.items() if r.embedder is not None}}
+    trial.say(f"timing {', '.join(embedders)} on {len(trial.crops)} images, interleaved")
+    image = interleaved_seconds({n: e.embed_prepared for n, e in embedders.items()}, trial.crops,
+                                TIMED_PASSES["image"])
+    text = interleaved_seconds({n: one_query_at_a_time(e) for n, e in embedders.items()}, trial.queries,
+                               TIMED_PASSES["text"])
+    timed = {}
+    for name, result in results.items():
+        towers = []
+        for choice, secs, count in ((result.image, image, len(trial.crops)), (result.text, text, len(trial.queries))):
+            base = count / secs["fp32"]
+            rate = count / secs[name] if name in secs else base
+            # a tower no faster than fp32 (within timing noise) gains nothing: it counts as fp32
+            variant = choice.variant if rate >= MIN_SPEEDUP * base else "fp32"
+            towers.append(replace(choice, variant=variant, fp32_rate=round(base, 2), rate=round(rate, 2)))
+        if result.embedder is not None and result.image.variant.startswith("openvino-") and towers[0].variant == "fp32":
+            towers[1] = replace(towers[1], variant="fp32")  # one OpenVINO embedder runs both towers: images decide
+        timed[name] = replace(result, image=towers[0], text=towers[1])
+    return timed
+
+
 def measure(spec: ModelSpec, cache_dir: Path, samples: Sequence[Path], threads: int = 0, backend: str = "auto",
             min_cosine: float | None = None, say: Log = lambda _m: None,
             machine: dict[str, Any] | None = None) -> Decision:
-    """Build, verify and time every candidate on *samples* (the user's images), record and return the decision.
+    """Build and verify every candidate on *samples* (the user's images), time the verified ones against
+    fp32 interleaved, record and return the decision. ``build_seconds`` covers all of it (NNCF's
+    calibration included), which is what the break-even is computed from.
 
     *min_cosine*: the agreement bar, never below ``quantize.MIN_COSINE``. Fewer than 10 readable
     samples raise ModelError (nothing is recorded: a later, bigger run measures).
     """
-    from .quantize import MIN_COSINE
+    from .quantize import DEFAULT_QUERIES, MIN_COSINE, readable_crops
 
     bar = MIN_COSINE if min_cosine is None else min_cosine
     if bar < MIN_COSINE:
@@ -344,10 +236,17 @@ def measure(spec: ModelSpec, cache_dir: Path, samples: Sequence[Path], threads: 
                          "accepts less agreement with fp32 than that")
     machine = machine or machine_fingerprint(threads)
     started = time.perf_counter()
+    candidates = candidates_for(backend, isa=machine.get("isa", []))
+    reference = OnnxEmbedder(spec, threads=threads)
+    crops = readable_crops(reference, samples)
+    queries = list(DEFAULT_QUERIES)
+    trial = Trial(spec, cache_dir, samples, crops, queries, reference, reference.embed_prepared(crops),
+                  one_query_at_a_time(reference)(queries), threads, bar, say)
+    results = _timed({c.variant: c.build(trial) for c in candidates}, trial)
     winner: tuple[float, Decision] | None = None
     fallback: Decision | None = None
-    for candidate in candidates_for(backend):
-        result = candidate.build(spec, cache_dir, samples, threads, bar, say)
+    for candidate in candidates:
+        result = results[candidate.variant]
         reason = _explain(result, candidate.variant)
         image, text = result.image, result.text
         usable = result.verified and (image.variant != "fp32" or text.variant != "fp32")  # verified and faster

@@ -12,7 +12,8 @@ from collections.abc import Iterable
 from importlib import metadata
 from pathlib import Path
 
-from .autotune import Decision, check_backend, machine_fingerprint, read_decision
+from .autotune import Decision, machine_fingerprint, read_decision
+from .candidates import check_backend
 from .convert import convert_cached
 from .onnx import OnnxEmbedder
 from .ref import ModelRef, parse_model_ref
@@ -60,6 +61,19 @@ def hub_cli() -> str:
     return pick_hub_cli(ep.name for ep in entry_points if ep.group == "console_scripts")
 
 
+def _hub_failures() -> tuple[type[BaseException], ...]:
+    """What a hub download raises when the model cannot be had (missing from the cache, offline, not found,
+    gated, a bad repository name, a network error): huggingface_hub's errors are ``OSError``s or
+    ``ValueError``s; the HTTP client's transport errors are not, so they are named here. Anything else
+    is a bug and keeps its traceback."""
+    failures: tuple[type[BaseException], ...] = (OSError, ValueError)
+    try:
+        import httpx
+    except ImportError:  # pragma: no cover - huggingface_hub depends on it
+        return failures
+    return (*failures, httpx.HTTPError)
+
+
 def download(name: str, repo: str, cache_dir: Path, layout: Layout | None = None) -> Path:
     """Local snapshot of hub *repo*: from the cache when present, else downloaded."""
     try:
@@ -68,14 +82,15 @@ def download(name: str, repo: str, cache_dir: Path, layout: Layout | None = None
         raise ModelUnavailable("huggingface_hub is not installed: pip install huggingface_hub") from exc
     allow, ignore = hub_patterns(layout)
     hub = cache_dir / "hub"
+    failures = _hub_failures()
     try:
         return Path(snapshot_download(repo, local_files_only=True, cache_dir=hub, allow_patterns=allow,
                                       ignore_patterns=ignore or None))
-    except Exception:
-        pass
+    except failures:
+        pass  # not cached yet: download it
     try:
         return Path(snapshot_download(repo, cache_dir=hub, allow_patterns=allow, ignore_patterns=ignore or None))
-    except Exception as exc:
+    except failures as exc:
         reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
         raise ModelUnavailable(
             f"model {name!r} is not available here: downloading https://huggingface.co/{repo} failed "

@@ -14,7 +14,9 @@ or AMX; OpenVINO picks bf16 by default there, which is why fp32 asks for f32 exp
 
 from __future__ import annotations
 
+import hashlib
 import importlib
+import json
 import threading
 from pathlib import Path
 from types import ModuleType
@@ -24,11 +26,14 @@ import numpy as np
 
 from .onnx import Array, OnnxEmbedder, _Tower, default_threads
 from .spec import ModelError, ModelSpec, Tower
-from .variants import overlay_dir
+from .variants import overlay_dir, source_of
 
 INSTALL_HINT = "pip install 'pixsearch[openvino]'"
-PRECISIONS = {"fp32": "f32", "bf16": "bf16"}
-"""pixsearch variant name -> OpenVINO inference precision hint."""
+PRECISIONS = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}
+"""pixsearch variant name -> OpenVINO inference precision hint (int8: the static INT8 IR ``nncf_int8`` builds;
+what it leaves in floating point runs f32).
+"""
+IMAGE_IR = "image.xml"
 _TYPES = {"i64": "tensor(int64)", "i32": "tensor(int32)", "f32": "tensor(float)", "f16": "tensor(float16)"}
 
 
@@ -61,6 +66,21 @@ def cache_dir_for(cache_dir: Path, model_id: str) -> Path:
     return overlay_dir(cache_dir, model_id) / "openvino"
 
 
+def int8_dir(spec: ModelSpec, cache_dir: Path) -> Path:
+    """Where the static INT8 IR of *spec*'s current fp32 image tower lives (may not exist yet)."""
+    digest = hashlib.blake2b(json.dumps(source_of(spec), sort_keys=True).encode(), digest_size=6).hexdigest()
+    return cache_dir_for(Path(cache_dir).expanduser(), spec.model_id) / f"int8-{digest}"
+
+
+def int8_image_file(spec: ModelSpec, cache_dir: Path) -> Path | None:
+    """The static INT8 image tower already built for *spec*'s current files, or None."""
+    try:
+        path = int8_dir(spec, cache_dir) / IMAGE_IR
+    except OSError:  # a tower file is missing: the embedder says so when it opens it
+        return None
+    return path if path.is_file() and path.with_suffix(".bin").is_file() else None
+
+
 def compile_config(threads: int, precision: str) -> dict[str, Any]:
     """Properties for ``Core.compile_model``.
 
@@ -81,13 +101,20 @@ class OpenVinoEmbedder(OnnxEmbedder):
     def __init__(self, spec: ModelSpec, cache_dir: Path | str, threads: int = 0, precision: str = "fp32"):
         if precision not in PRECISIONS:
             raise ModelError(f"the OpenVINO backend runs {' or '.join(PRECISIONS)}, not {precision!r}; "
-                             "use --precision fp32 or auto, or --backend onnxruntime for int8")
+                             "use --precision fp32 or auto, or --backend onnxruntime for ONNX Runtime's int8")
         self._ov = require_openvino()
         super().__init__(spec, threads=threads, variant="fp32")
         self.variant = precision
-        self.compiled_cache = cache_dir_for(Path(cache_dir).expanduser(), spec.model_id)
+        self.cache_dir = Path(cache_dir).expanduser()
+        self.compiled_cache = cache_dir_for(self.cache_dir, spec.model_id)
 
     def _file(self, tower: Tower) -> Path:
+        if tower == "image" and self.variant == "int8":
+            built = int8_image_file(self.spec, self.cache_dir)
+            if built is None:
+                raise ModelError(f"{self.model_id}: no OpenVINO static INT8 image tower built on this machine; "
+                                 "index with --precision auto (it builds and verifies one) or use --precision fp32")
+            return built
         return self.spec.path(self.spec.tower_file(tower, "fp32"))
 
     def _open_tower(self, tower: Tower) -> _Tower:

@@ -14,6 +14,7 @@ Anything else is an error that says which of the three forms was probably meant.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -43,6 +44,12 @@ class ModelRef:
     """``owner/repo`` on the Hugging Face Hub, for ``hub`` and ``registry`` references."""
     known: KnownModel | None = None
     """The registry entry, for ``registry`` references."""
+
+    @property
+    def recorded(self) -> str:
+        """How a collection records this model: a folder as its absolute path (so any working directory
+        finds it again), a name as given."""
+        return os.path.abspath(self.path) if self.path is not None else self.text
 
     @property
     def model_id(self) -> str | None:

@@ -207,6 +207,8 @@ def evaluate_model(dataset: Dataset, model: str, settings: Settings, templates: 
                           "skipped": [{"path": p, "reason": r} for p, r in report.skipped],
                           "index_seconds": round(report.seconds, 2), "ann": ann,
                           "query_seconds": round(time.perf_counter() - started, 2)}
+        if dataset.kind == "labels":
+            result["cut"] = relevance_cut(ws.store, text_vectors, queries, dataset.labels)
         if exact:
             result["exact"] = evaluate_rankings(dataset, exact_ranker(paths, matrix), text_vectors, queries,
                                                 paths, matrix, ks)
@@ -215,6 +217,19 @@ def evaluate_model(dataset: Dataset, model: str, settings: Settings, templates: 
         return result
     finally:
         ws.close()
+
+
+def relevance_cut(store: Any, text_vectors: Vectors, queries: list[tuple[str, str]],
+                  labels: dict[str, str]) -> Result:
+    """The relevance cut's precision/recall/F1 per method against the best fixed threshold (cuteval.py)."""
+    from .cuteval import cut_quality, ranked_queries
+
+    query_labels = [label for _, label in queries]
+    totals: dict[str, int] = {}
+    for label in labels.values():
+        totals[label] = totals.get(label, 0) + 1
+    ranked = ranked_queries(store, text_vectors, query_labels, labels)
+    return cut_quality(ranked, [totals.get(label, 0) for label in query_labels])
 
 
 def ann_vs_exact(ann: Ranker, exact: Ranker, vectors: Vectors, k: int) -> dict[str, float]:
