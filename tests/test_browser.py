@@ -10,6 +10,7 @@ Screenshots (1366x900 desktop, 390x844 phone) go to the test's temporary folder 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -265,6 +266,18 @@ def test_an_oversized_upload_is_named_in_the_status_line(page, site, tmp_path):
     assert page.locator("#results img").count() > 0, "the results before the refused upload are gone"
     page.locator("#upload input[type=file]").set_input_files(str(photo))
     status_says(page, f"results for “a red dress” + the uploaded image {photo.name}")
+
+
+def test_only_relevant_results_says_how_many_were_cut(page):
+    search(page, "black leather shoes")
+    status_says(page, f"{SAMPLE_COUNT} results for “black leather shoes”")
+    page.locator("#relevant input[type=checkbox]").check()
+    status_says(page, "cut as not relevant")
+    found = re.search(r"(\d+) results? for .* (\d+) cut as not relevant", page.inner_text("#status"))
+    assert found, page.inner_text("#status")
+    kept, cut = int(found[1]), int(found[2])
+    assert kept + cut == SAMPLE_COUNT and cut > 0, (kept, cut)
+    page.wait_for_function(f"document.querySelectorAll('#results img').length === {kept}")
 
 
 def test_api_docs_render_offline_from_this_server_alone(browser, site):
