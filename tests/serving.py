@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from pixsearch.config import Settings
@@ -23,13 +23,18 @@ from .observe import logged_command
 SAMPLE_COUNT = 20
 
 
-def build_index(root: Path, model: Path, index: bool = True, in_process: bool = True) -> Settings:
+def build_index(root: Path, model: Path, index: bool = True, in_process: bool = True,
+                prepare: Callable[[Path], None] | None = None) -> Settings:
     """Copy the samples under *root* and index them through their CSV (so rows carry labels).
+
+    *prepare* gets the copied samples folder before indexing (to write EXIF dates into copies, say).
 
     ``index=False`` creates the collection but leaves it empty. A server subprocess needs
     ``in_process=False``: Milvus Lite keeps a database file locked by the process that opened it.
     """
     shutil.copytree(SAMPLE_CSV.parent, root / "samples")
+    if prepare is not None:
+        prepare(root / "samples")
     settings = Settings(db=str(root / "index.db"), model=str(model), cache_dir=str(root / "cache"), threads=1)
     if not in_process:
         empty = root / "empty"

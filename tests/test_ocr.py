@@ -37,7 +37,7 @@ def test_rrf_and_the_fallback_ranking_are_the_documented_ones():
     rows = [{"id": "x", "ocr_text": "Invoice 2024 total"}, {"id": "y", "ocr_text": "invoiced"},
             {"id": "z", "ocr_text": "INVOICE"}]
     assert fulltext.text_ranking(rows, ["invoice", "2024"]) == ["x", "z"]  # whole words; "invoiced" is not one
-    from pixsearch.ui import highlight_text
+    from pixsearch.pageview import highlight_text
 
     shown = highlight_text("Big SALE_today\ninvoice (x)", ["invoice", "sale"])
     assert shown == "Big **SALE**\\_today / **invoice** \\(x\\)"

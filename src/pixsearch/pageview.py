@@ -34,7 +34,8 @@ CSS = """
 #title h2 { margin: 0; }
 #details p { margin: 0.1rem 0; overflow-wrap: anywhere; }
 footer { display: none !important; }
-/* The gallery grows with its rows (the page scrolls, not the gallery) and fills its width with tiles. */
+/* The gallery grows with its rows (the page scrolls, not the gallery) and fills its width with tiles
+   wide enough for a whole caption (two columns on a phone). */
 #results .grid-wrap { overflow-y: visible !important; max-height: none !important; }
 #results .grid-container { grid-template-columns: repeat(auto-fill, minmax(150px, 1fr)) !important; }
 /* Captions: score and capture date, then the file name, on two lines, never cut to "0.298 · 6b7e...". */
@@ -46,19 +47,18 @@ footer { display: none !important; }
 #large-panel { position: sticky; top: 0.5rem; align-self: flex-start; }
 .hidden-input { display: none !important; }
 @media (max-width: 640px) {
-  #results .grid-container { grid-template-columns: repeat(auto-fill, minmax(96px, 1fr)) !important; }
-  #results .caption-label { font-size: 0.62rem; }
   #facts { flex-basis: 100% !important; }
   #large-panel { position: static; }
 }
 """
 
 SHOW_PANEL_SCRIPT = """() => { const panel = document.getElementById('large-panel');
-  if (panel && panel.getBoundingClientRect().top > window.innerHeight * 0.6) {
-    panel.scrollIntoView({block: 'start'});
-  }
+  const box = panel && panel.getBoundingClientRect();
+  if (box && box.bottom > innerHeight && box.top > innerHeight / 4) panel.scrollIntoView({block: 'start'});
 }"""
-"""After a click on a result: bring the large view into sight when it lies below (on a phone, under the gallery)."""
+"""After a click on a result: scroll the large view, its details and its buttons into sight when they
+run past the window's bottom (on a phone the view lies under the gallery; on a desktop it starts
+beside the gallery's first row and is sticky from then on)."""
 
 
 def when(timestamp: float | None) -> str:
@@ -80,6 +80,14 @@ def taken_day(fields: dict[str, Any]) -> str:
     if taken is None:
         return ""
     return iso(float(taken), str(fields.get("taken_from", "")))[:10]
+
+
+def taken_span(after: str, before: str) -> str:
+    """The date filter as the status line names it (" taken from 2019-01-01, before 2020-01-01")."""
+    parts = [f"from {after.strip()}" if after and after.strip() else "",
+             f"before {before.strip()}" if before and before.strip() else ""]
+    shown = ", ".join(part for part in parts if part)
+    return f" taken {shown}" if shown else ""
 
 
 def caption(hit: dict[str, Any]) -> str:

@@ -23,6 +23,7 @@ from .pageview import (
     caption,
     details_markdown,
     refused_upload_message,
+    taken_span,
     upload_script,
     upload_thumbnail,
     when,
@@ -124,7 +125,7 @@ def run_page(service: SearchService, query: LastQuery, k: int, min_score: float,
     try:
         filters = with_dates(make_filters("" if folder == ANY else folder or "", "" if label == ANY else label or "",
                                           min_score if min_score and min_score > 0 else None), after, before)
-        what = pagequery.describe(query)
+        what = pagequery.describe(query) + taken_span(after, before)
         terms = pagequery.terms(query, upload_dir, limits.max_upload_bytes + 1)
         found = service.searcher.results(Query(terms, k, filters, offset, cut="auto" if relevant else "none"))
         hits = found.hits
