@@ -77,7 +77,7 @@ def test_each_written_word_finds_its_image_first_and_hybrid_beats_clip_only(
         store.close()
 
 
-def test_a_version_2_collection_gains_the_ocr_fields_with_its_vectors(backend):
+def test_a_collection_from_before_ocr_gains_the_ocr_fields_with_its_vectors(backend):
     """Migration OCR_SCHEMA_VERSION - 1 -> OCR_SCHEMA_VERSION copies rows and vectors, with no text read."""
     from .test_store import rows
 
@@ -85,10 +85,10 @@ def test_a_version_2_collection_gains_the_ocr_fields_with_its_vectors(backend):
         old.setattr(schema, "SCHEMA_VERSION", fulltext.OCR_SCHEMA_VERSION - 1)
         store = backend.store("pixsearch_ocr_migrate")
         store.ensure_collection("model-a", "model-a", 8)
-        from pixsearch.store.rows import FIELDS_V2
+        from pixsearch.store.rows import FIELDS_V2, HASH_FIELD
 
         store.write([{n: r[n] for n in FIELDS_V2 if n in r} | {"taken_at": r["mtime"], "taken_from": "mtime",
-                     "vector": r["vector"].tolist()} for r in rows(5)])
+                     HASH_FIELD: "", "vector": r["vector"].tolist()} for r in rows(5)])
         store.close()
     store = backend.store("pixsearch_ocr_migrate")
     try:
