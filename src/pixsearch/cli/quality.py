@@ -18,7 +18,7 @@ from ..config import DEFAULT_MODEL
 from .common import DbOpt, PrecisionOpt, ThreadsOpt, TokenOpt, UserError, console, err, friendly_errors, settings_from
 
 if TYPE_CHECKING:
-    from ..quality.trainkit import Reporter
+    from ..quality.trainkit import EpochTiming, Reporter
 
 TemplateOpt = Annotated[list[str] | None, typer.Option(
     "--template", help="Prompt template for label names, with {label}; repeat for several. "
@@ -162,10 +162,12 @@ def _bar_reporter(bar: Progress) -> Reporter:
         def step(self, loss: float, epoch: int) -> None:
             bar.update(self.task, advance=1, status=f"epoch {epoch} loss {loss:.3f}")
 
-        def epoch(self, epoch: int, loss: float, val_score: float | None, improved: bool) -> None:
+        def epoch(self, epoch: int, loss: float, val_score: float | None, improved: bool,
+                  timing: EpochTiming | None = None) -> None:
             score = "-" if val_score is None else f"{val_score:.3f}"
-            bar.console.print(f"epoch {epoch}: loss {loss:.4f}, validation recall {score}"
-                              + ("  [green]saved[/]" if improved else ""))
+            pace = "" if timing is None else f", {timing.seconds:.0f}s, ETA {_minutes(timing.eta)} at most"
+            bar.console.print(f"epoch {epoch}: loss {loss:.4f}, validation recall {score}{pace}"
+                              + ("  [green]saved[/]" if improved else ""), highlight=False)
 
         def decoding(self, done: int, total: int) -> None:
             bar.update(self.task, status=f"decoding images {done}/{total}")
@@ -174,6 +176,10 @@ def _bar_reporter(bar: Progress) -> Reporter:
             bar.console.print(text, highlight=False, soft_wrap=True)
 
     return BarReporter()
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.0f}s"
 
 
 @friendly_errors
@@ -185,32 +191,35 @@ def train_command(
                                                  "folder, hf-hub:owner/repo, or a registry name of one.")] = None,
     from_scratch: Annotated[str | None, typer.Option("--from-scratch", help="Train a new CLIP: preset tiny, "
                                                         "small, vit-b-32, vit-b-16, or a CONFIG.json.")] = None,
-    epochs: Annotated[int, typer.Option("--epochs")] = 5,
+    epochs: Annotated[int | None, typer.Option("--epochs", help="Default 40 from scratch, 10 fine-tuning "
+                                                                "(early stopping usually ends sooner).")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Pairs per step (more negatives help).")] = 64,
-    lr: Annotated[float | None, typer.Option("--lr", help="Default 1e-5 fine-tuning, 5e-4 from scratch.")] = None,
+    lr: Annotated[float | None, typer.Option("--lr", help="Default 1e-5 fine-tuning, 1e-3 from scratch.")] = None,
     image_size: Annotated[int | None, typer.Option("--image-size", help="Input size (--from-scratch).")] = None,
     freeze_image: Annotated[bool, typer.Option("--freeze-image", help="Keep the image tower fixed.")] = False,
     freeze_text: Annotated[bool, typer.Option("--freeze-text", help="Keep the text tower fixed.")] = False,
     val_split: Annotated[float, typer.Option("--val-split", help="Share of images held out for validation.")] = 0.1,
-    patience: Annotated[int, typer.Option("--patience", help="Stop after N epochs without better validation "
-                                                             "recall (0: never).")] = 3,
+    patience: Annotated[int | None, typer.Option("--patience", help="Stop after N epochs without better "
+                                                 "validation recall (0: never; default 8 from scratch, 3 "
+                                                 "fine-tuning).")] = None,
     template: TemplateOpt = None, split: SplitOpt = None,
     seed: Annotated[int, typer.Option("--seed")] = 0,
-    augment: Annotated[bool, typer.Option("--augment/--no-augment", help="Random left-right flips.")] = True,
+    augment: Annotated[bool, typer.Option("--augment/--no-augment", help="Random resized crops, flips and "
+                                                                       "colour jitter.")] = True,
     restart: Annotated[bool, typer.Option("--restart", help="Discard an interrupted run in --output and "
                                                             "start over.")] = False,
     threads: Annotated[int | None, typer.Option("--threads", help="torch threads (0: all cores).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the training report as JSON.")] = False,
 ) -> None:
     """Fine-tune a CLIP-family model, or train one from scratch (Ctrl-C saves; re-running resumes)."""
-    from ..quality.datasets import DEFAULT_TEMPLATES
+    from ..quality.defaults import TRAIN_TEMPLATES
     from ..quality.train import TrainInterrupted, TrainOptions, train
 
     if bool(model) == bool(from_scratch):
         raise UserError("give exactly one of --model CHECKPOINT (fine-tune) or --from-scratch PRESET")
     settings = settings_from()
     options = TrainOptions(data=data, output=output, model=model, from_scratch=from_scratch,
-                           templates=tuple(template or DEFAULT_TEMPLATES), split=split, epochs=epochs,
+                           templates=tuple(template or TRAIN_TEMPLATES), split=split, epochs=epochs,
                            batch_size=batch_size, lr=lr, image_size=image_size, freeze_image=freeze_image,
                            freeze_text=freeze_text, val_split=val_split, patience=patience, seed=seed,
                            augment=augment, restart=restart, threads=threads or 0,
@@ -226,7 +235,8 @@ def train_command(
         console.print_json(json.dumps(report))
         return
     best = report["best_val_score"]
-    console.print(f"wrote {output} (model id {report['model_id']}; best validation recall "
-                  f"{'-' if best is None else f'{best:.3f}'}). Use it: pixsearch index PHOTOS --model {output}",
-                  highlight=False)
+    seconds = sum(h["seconds"] for h in report["history"])
+    console.print(f"model in {output} (model id {report['model_id']}): best validation recall "
+                  f"{'-' if best is None else f'{best:.3f}'} after {len(report['history'])} epochs in "
+                  f"{_minutes(seconds)}. Use it: pixsearch index PHOTOS --model {output}", highlight=False)
 

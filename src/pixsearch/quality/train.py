@@ -31,11 +31,22 @@ import numpy as np
 import numpy.typing as npt
 
 from ..models.extras import require_torch
+from .augment import Augment
 from .checkpoint import Trainable, features, load_trainable, resolve_base, save_checkpoint_dir
-from .datasets import DEFAULT_TEMPLATES, load_dataset
+from .datasets import load_dataset
+from .defaults import TRAIN_TEMPLATES, Schedule, schedule_for
 from .examples import Examples, examples_from, split_indices, subset
 from .metrics import hits_at_k
-from .trainkit import CropCache, Reporter, SilentReporter, TrainError, TrainInterrupted, info_nce, make_optimizer
+from .trainkit import (
+    CropCache,
+    EpochTiming,
+    Reporter,
+    SilentReporter,
+    TrainError,
+    TrainInterrupted,
+    info_nce,
+    make_optimizer,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -55,22 +66,23 @@ class TrainOptions:
     """Base checkpoint: a transformers folder, hf-hub:owner/repo, or a registry name of a transformers model."""
     from_scratch: str | None = None
     """Preset name or CONFIG.json for a randomly initialised CLIP (models/scratch.py)."""
-    templates: tuple[str, ...] = DEFAULT_TEMPLATES
+    templates: tuple[str, ...] = TRAIN_TEMPLATES
     split: str | None = None
-    epochs: int = 5
+    epochs: int | None = None
+    """Default: defaults.SCRATCH / FINE_TUNE epochs."""
     batch_size: int = 64
     lr: float | None = None
-    """Default: 5e-4 from scratch, 1e-5 when fine-tuning pretrained weights."""
+    """Default: 1e-3 from scratch, 1e-5 when fine-tuning pretrained weights (quality/defaults.py)."""
     weight_decay: float = 0.1
     image_size: int | None = None
     freeze_image: bool = False
     freeze_text: bool = False
     val_split: float = 0.1
-    patience: int = 3
-    """Stop after this many epochs without a better validation score (0: never stop early)."""
+    patience: int | None = None
+    """Stop after this many epochs without a better validation score (0: never stop early; default per regime)."""
     seed: int = 0
     augment: bool = True
-    """Random horizontal flips; the crop itself is always the one indexing uses."""
+    """Random resized crops, flips and colour jitter (quality/augment.py); validation never augments."""
     cache_mb: int = 2048
     restart: bool = False
     save_every: float = 300.0
@@ -91,6 +103,8 @@ class EpochRecord:
     loss: float
     val_score: float | None
     """Mean text-to-image hits@k on the held-out images (None: too few of them)."""
+    seconds: float = 0.0
+    """Wall time of the epoch, validation included (0: written by an older pixsearch)."""
 
 
 @dataclass
@@ -120,8 +134,8 @@ class TrainState:
         return cls(**values)
 
 
-Batch = tuple[npt.NDArray[np.intp], list[str], npt.NDArray[np.bool_]]
-"""Indices into the training examples, the caption chosen for each, and which to mirror."""
+Batch = tuple[npt.NDArray[np.intp], list[str], int]
+"""Indices into the training examples, the caption chosen for each, and the seed of its augmentation."""
 
 
 class Trainer:
@@ -137,6 +151,7 @@ class Trainer:
     optimizer: torch.optim.AdamW
     scheduler: torch.optim.lr_scheduler.LambdaLR
     state: TrainState
+    schedule: Schedule
 
     def __init__(self, options: TrainOptions, reporter: Reporter | None = None) -> None:
         self.options = options
@@ -172,12 +187,14 @@ class Trainer:
             raise TrainError(f"{opts.data}: fewer than two usable training images")
         self.batch = min(opts.batch_size, len(self.train.paths))
         self.steps_per_epoch = len(self.train.paths) // self.batch
-        lr = opts.lr or (5e-4 if opts.from_scratch else 1e-5)
+        self.schedule = schedule_for(bool(opts.from_scratch), opts.epochs, opts.lr, opts.patience)
         params = [p for p in self.model.parameters() if p.requires_grad]
         if not params:
             raise TrainError("both towers are frozen: nothing to train")
-        self.optimizer, self.scheduler = make_optimizer(params, lr, opts.weight_decay,
-                                                        self.steps_per_epoch * opts.epochs)
+        warmup = round(self.schedule.warmup_epochs * self.steps_per_epoch)
+        self.optimizer, self.scheduler = make_optimizer(params, self.schedule.lr, opts.weight_decay,
+                                                        self.steps_per_epoch * self.schedule.epochs, warmup)
+        self.augment = Augment() if opts.augment else Augment.off()
         self.state = TrainState(fingerprint=opts.fingerprint())
         self._resume()
 
@@ -218,24 +235,29 @@ class Trainer:
         rng = np.random.default_rng([self.options.seed, epoch])
         order = rng.permutation(len(self.train.paths))
         choices = [int(rng.integers(len(c))) for c in self.train.captions]
-        flips = rng.random(len(order)) < 0.5 if self.options.augment else np.zeros(len(order), bool)
+        seeds = rng.integers(2**31, size=self.steps_per_epoch)
         for step in range(self.steps_per_epoch):
             idx = order[step * self.batch:(step + 1) * self.batch]
-            yield idx, [self.train.captions[i][choices[i]] for i in idx], flips[idx]
+            yield idx, [self.train.captions[i][choices[i]] for i in idx], int(seeds[step])
 
     def _tokens(self, texts: list[str]) -> Any:
         return self.net.tokenizer(texts, padding=True, truncation=True, max_length=self.net.context_length,
                                   return_tensors="pt").to(self.device)
 
     def _step(self, batch: Batch) -> float:
-        torch, (idx, captions, flips) = self.torch, batch
-        pixels = torch.from_numpy(self.crops.batch([self.train.paths[i] for i in idx], list(flips))).to(self.device)
-        tokens = self._tokens(captions)
-        groups = torch.tensor([self.train.groups[i] for i in idx], device=self.device)
+        torch, (idx, captions, seed) = self.torch, batch
+        paths = [self.train.paths[i] for i in idx]
+        pixels = torch.from_numpy(self.crops.batch(paths, self.augment, np.random.default_rng(seed))).to(self.device)
+        image_groups = [self.train.groups[i] for i in idx]
+        # each distinct (caption, group) once: label prompts shared by many images are one text, not many
+        texts = sorted(set(zip(captions, image_groups, strict=True)))
+        tokens = self._tokens([text for text, _ in texts])
+        groups = torch.tensor(image_groups, device=self.device)
+        text_groups = torch.tensor([group for _, group in texts], device=self.device)
         image = features(self.model.get_image_features(pixel_values=pixels))
         text = features(self.model.get_text_features(input_ids=tokens["input_ids"],
                                                      attention_mask=tokens["attention_mask"]))
-        loss = info_nce(image, text, self.model.logit_scale.exp(), groups)
+        loss = info_nce(image, text, self.model.logit_scale.exp(), groups, text_groups)
         self.optimizer.zero_grad(set_to_none=True)
         torch.autograd.backward(loss)  # loss.backward(), which torch leaves unannotated
         self.optimizer.step()
@@ -253,7 +275,7 @@ class Trainer:
         with torch.no_grad():
             images = []
             for start in range(0, len(self.val.paths), 128):
-                pixels = torch.from_numpy(self.crops.batch(self.val.paths[start:start + 128], None)).to(self.device)
+                pixels = torch.from_numpy(self.crops.batch(self.val.paths[start:start + 128])).to(self.device)
                 images.append(features(self.model.get_image_features(pixel_values=pixels)))
             queries = sorted({(c, g) for caps, g in zip(self.val.captions, self.val.groups, strict=True)
                               for c in caps})
@@ -277,10 +299,11 @@ class Trainer:
         opts, state = self.options, self.state
         self.model.train()
         last_save = time.monotonic()
-        self.reporter.start(self.steps_per_epoch * opts.epochs, state.global_step)
+        epochs = self.schedule.epochs
+        self.reporter.start(self.steps_per_epoch * epochs, state.global_step)
         try:
-            while state.epoch < opts.epochs and not state.finished:
-                losses = []
+            while state.epoch < epochs and not state.finished:
+                losses, started = [], time.monotonic()
                 for step, batch in enumerate(self._batches(state.epoch)):
                     if step < state.step_in_epoch:
                         continue
@@ -290,26 +313,28 @@ class Trainer:
                     if time.monotonic() - last_save > opts.save_every:
                         self.save_state()
                         last_save = time.monotonic()
-                self._end_epoch(float(np.mean(losses)) if losses else float("nan"))
+                self._end_epoch(float(np.mean(losses)) if losses else float("nan"), started)
         except KeyboardInterrupt:
             self.save_state()
             raise TrainInterrupted(f"stopped; state saved in {self.state_dir}. "
                                    "Run the same command to resume.") from None
         return self._finish()
 
-    def _end_epoch(self, loss: float) -> None:
+    def _end_epoch(self, loss: float, started: float) -> None:
         state = self.state
         score = self.validate()
-        state.history.append(EpochRecord(epoch=state.epoch + 1, loss=loss, val_score=score))
+        timing = EpochTiming(seconds=time.monotonic() - started, epochs_left=self.schedule.epochs - state.epoch - 1)
+        state.history.append(EpochRecord(epoch=state.epoch + 1, loss=loss, val_score=score,
+                                         seconds=round(timing.seconds, 2)))
         improved = score is None or state.best is None or score > state.best
         if improved:
             state.best, state.bad_epochs = score, 0
             save_checkpoint_dir(self.model, self.net.tokenizer, self.base, self.options.output)
         else:
             state.bad_epochs += 1
-        self.reporter.epoch(state.epoch + 1, loss, score, improved)
+        self.reporter.epoch(state.epoch + 1, loss, score, improved, timing)
         state.epoch, state.step_in_epoch = state.epoch + 1, 0
-        if self.options.patience and state.bad_epochs >= self.options.patience:
+        if self.schedule.patience and state.bad_epochs >= self.schedule.patience:
             self.reporter.message(f"early stop: no better validation score for {state.bad_epochs} epochs")
             state.finished = True
         self.save_state()
@@ -323,6 +348,7 @@ class Trainer:
                   "base": f"scratch:{self.options.from_scratch}" if self.options.from_scratch else str(self.base),
                   "train_images": len(self.train.paths), "val_images": len(self.val.paths),
                   "best_val_score": self.state.best, "history": [asdict(h) for h in self.state.history],
+                  "schedule": asdict(self.schedule),
                   "options": {k: str(v) for k, v in asdict(self.options).items()}}
         (self.state_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
         self.state_path.unlink(missing_ok=True)

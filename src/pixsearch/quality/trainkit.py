@@ -10,6 +10,7 @@ import math
 import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -19,6 +20,7 @@ import numpy.typing as npt
 from ..errors import PixsearchError
 from ..images import ImageError, load_image
 from ..models.preprocess import PreprocessConfig, resize_and_crop, to_model_input
+from .augment import Augment, augment_crop
 
 if TYPE_CHECKING:
     import torch
@@ -34,6 +36,18 @@ class TrainInterrupted(Exception):
     """Training stopped early on request; its state was saved and the same command resumes it."""
 
 
+@dataclass(frozen=True)
+class EpochTiming:
+    """How long an epoch took and how long the rest will take at that pace (the progress display's ETA)."""
+
+    seconds: float
+    epochs_left: int
+
+    @property
+    def eta(self) -> float:
+        return self.seconds * self.epochs_left
+
+
 class Reporter(Protocol):
     """Progress hooks; the CLI draws a progress bar, tests and benchmarks may stay silent."""
 
@@ -43,7 +57,8 @@ class Reporter(Protocol):
     def step(self, loss: float, epoch: int) -> None:
         """One optimiser step finished."""
 
-    def epoch(self, epoch: int, loss: float, val_score: float | None, improved: bool) -> None:
+    def epoch(self, epoch: int, loss: float, val_score: float | None, improved: bool,
+              timing: EpochTiming | None = None) -> None:
         """An epoch finished; *improved*: the model in the output folder was replaced."""
 
     def decoding(self, done: int, total: int) -> None:
@@ -62,7 +77,8 @@ class SilentReporter:
     def step(self, loss: float, epoch: int) -> None:
         pass
 
-    def epoch(self, epoch: int, loss: float, val_score: float | None, improved: bool) -> None:
+    def epoch(self, epoch: int, loss: float, val_score: float | None, improved: bool,
+              timing: EpochTiming | None = None) -> None:
         pass
 
     def decoding(self, done: int, total: int) -> None:
@@ -124,20 +140,26 @@ class CropCache:
         cached = self._crops.get(path)
         return cached if cached is not None else self._decode(path)
 
-    def batch(self, paths: Sequence[str], flips: Sequence[bool] | None) -> npt.NDArray[np.float32]:
-        """Normalised N x 3 x H x W float32 model input, optionally mirrored left-right per item."""
+    def batch(self, paths: Sequence[str], augment: Augment | None = None,
+              rng: np.random.Generator | None = None) -> npt.NDArray[np.float32]:
+        """Normalised N x 3 x H x W float32 model input, each crop augmented (seeded by *rng*) if asked."""
         crops = [self.crop(p) for p in paths]
-        if flips is not None:
-            crops = [c[:, ::-1] if flip else c for c, flip in zip(crops, flips, strict=True)]
+        if augment is not None and augment.active:
+            gen = rng if rng is not None else np.random.default_rng()
+            crops = [augment_crop(c, augment, gen) for c in crops]
         return to_model_input(crops, self.cfg)
 
 
 def info_nce(image_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale: torch.Tensor,
-             groups: torch.Tensor | None = None) -> torch.Tensor:
-    """Symmetric InfoNCE over a batch; pairs with the same *groups* id are all positives.
+             groups: torch.Tensor | None = None, text_groups: torch.Tensor | None = None) -> torch.Tensor:
+    """Symmetric InfoNCE over a batch; an image and a text with the same group id are positives.
 
     *groups* None means every pair is its own group (plain CLIP loss). The target of
     each row is uniform over its positives, so duplicate captions are not negatives.
+    *text_groups* (the texts' own ids, when there are fewer texts than images) makes it
+    label-aware: with ten label prompts shared by thousands of images, each distinct
+    prompt is encoded once per batch and every image must pick out its label's prompts
+    among all labels present, while each prompt must pick out its label's images.
     """
     import torch
     import torch.nn.functional as F
@@ -147,23 +169,27 @@ def info_nce(image_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale: torch
     logits = logit_scale * image_emb @ text_emb.T
     if groups is None:
         groups = torch.arange(len(logits), device=logits.device)
-    positives = (groups[:, None] == groups[None, :]).to(logits.dtype)
-    targets = positives / positives.sum(dim=1, keepdim=True)
-    image_loss = -(targets * F.log_softmax(logits, dim=1)).sum(dim=1).mean()
-    text_loss = -(targets.T * F.log_softmax(logits.T, dim=1)).sum(dim=1).mean()
+    columns = groups if text_groups is None else text_groups
+    positives = (groups[:, None] == columns[None, :]).to(logits.dtype)
+    image_targets = positives / positives.sum(dim=1, keepdim=True)
+    text_targets = positives.T / positives.T.sum(dim=1, keepdim=True)
+    image_loss = -(image_targets * F.log_softmax(logits, dim=1)).sum(dim=1).mean()
+    text_loss = -(text_targets * F.log_softmax(logits.T, dim=1)).sum(dim=1).mean()
     return (image_loss + text_loss) / 2
 
 
-def make_optimizer(params: list[torch.nn.Parameter], lr: float, weight_decay: float,
-                   total_steps: int) -> tuple[torch.optim.AdamW, torch.optim.lr_scheduler.LambdaLR]:
-    """AdamW (no decay on biases, norms and the logit scale) with linear warm-up, then cosine decay."""
+def make_optimizer(params: list[torch.nn.Parameter], lr: float, weight_decay: float, total_steps: int,
+                   warmup_steps: int | None = None) -> tuple[torch.optim.AdamW, torch.optim.lr_scheduler.LambdaLR]:
+    """AdamW (no decay on biases, norms and the logit scale) with linear warm-up, then cosine decay.
+
+    *warmup_steps* None: 5% of the run."""
     import torch
 
     decay = [p for p in params if p.ndim >= 2]
     other = [p for p in params if p.ndim < 2]
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
                                    {"params": other, "weight_decay": 0.0}], lr=lr)
-    warmup = max(1, total_steps // 20)
+    warmup = max(1, total_steps // 20 if warmup_steps is None else warmup_steps)
 
     def factor(step: int) -> float:
         if step < warmup:
