@@ -23,8 +23,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     # For unit tests: a few hundred kB, milliseconds per batch.
     "tiny": {"image_size": 32, "patch_size": 8, "vision_width": 32, "vision_layers": 2, "vision_heads": 4,
              "text_width": 32, "text_layers": 2, "text_heads": 4, "embed_dim": 16, "context_length": 32},
-    # For training on a CPU in minutes (pixsearch train --from-scratch small): sized so an epoch of 3,000
-    # images takes about a minute on 2 cores (the earlier 64 px / width-192 preset took ~5 CPU-minutes).
+    # For training on a CPU in minutes (pixsearch train --from-scratch small): an epoch of clothing/train
+    # took ~22 CPU-seconds (~11 s on 2 quiet cores; the earlier 64 px / width-192 preset took ~300 CPU-s).
     "small": {"image_size": 48, "patch_size": 8, "vision_width": 128, "vision_layers": 3, "vision_heads": 4,
               "text_width": 64, "text_layers": 2, "text_heads": 4, "embed_dim": 64, "context_length": 16},
     # Same shapes (and FLOPs) as OpenAI's ViT-B/32 and ViT-B/16 CLIP, for benchmarks.
