@@ -190,7 +190,9 @@ def test_combine_text_image_examples_and_page_on(browser, site, shots, viewport)
         page.locator("#results img").nth(1).click()
         page.wait_for_selector("#details :text('score')")
         top = page.evaluate("document.getElementById('large-panel').getBoundingClientRect().top")
-        assert 0 <= top <= viewport["height"] / 4, f"the large view is out of sight after a click (top {top} px)"
+        # Scrolled into view, its top lands on the viewport's edge give or take a device pixel's fraction
+        # (-0.3125 px seen on a phone-sized page): in sight is within a pixel of the edge or below it.
+        assert -1 <= top <= viewport["height"] / 4, f"the large view is out of sight after a click (top {top} px)"
         name = page.inner_text("#details").split("·")[0].strip()
         before = score_of(page, name)
         page.locator("#less").click()
