@@ -13,6 +13,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from fastapi import Body, Depends, FastAPI, File, Path, Query, Request, UploadFile
@@ -205,11 +206,22 @@ def result(hit: Hit, prefix: str = "") -> Result:
                   thumbnail_url=f"{prefix}/api/thumbnails/{hit.id}", image_url=f"{prefix}/api/images/{hit.id}")
 
 
-def _answer(service: SearchService, terms: tuple[Term, ...], k: int, filters: Filters, request: Request,
-            offset: int = 0, sort: str = "relevance", cut: str = "none") -> SearchResponse:
+@dataclass(frozen=True)
+class Page:
+    """What every search endpoint asks besides its terms: page size and offset, filters, order, cut."""
+
+    k: int
+    filters: Filters
+    offset: int = 0
+    sort: str = "relevance"
+    cut: str = "none"
+
+
+def _answer(service: SearchService, terms: tuple[Term, ...], page: Page, request: Request) -> SearchResponse:
     """Run one query through the service's Searcher and time it."""
     started = time.perf_counter()
-    found = service.searcher.results(search.Query(terms, k, filters, offset, sort, cut))
+    k, offset = page.k, page.offset
+    found = service.searcher.results(search.Query(terms, k, page.filters, offset, page.sort, page.cut))
     hits = found.hits
     prefix = request.scope.get("root_path", "").rstrip("/")
     following = offset + len(hits)
@@ -253,18 +265,20 @@ def add_api_routes(app: FastAPI, service: SearchService) -> None:
                              dim=s.dim, backend=s.backend, last_indexed=s.last_indexed, folders=list(s.folders),
                              labels=list(s.labels))
 
+    def page_params(k: int = k_param, min_score: float | None = min_param, folder: str = folder_param,
+                    label: str = label_param, offset: int = offset_param, after: str | None = after_param,
+                    before: str | None = before_param, sort: Literal["relevance", "date"] = sort_param,
+                    cut: CutName = cut_param) -> Page:
+        """The query parameters the text, image and similar-image searches share (one declaration, so
+        the three cannot drift apart in bounds or documentation)."""
+        return Page(k, search.with_dates(make_filters(folder, label, min_score), after, before), offset, sort, cut)
+
     @app.get("/api/search", response_model=SearchResponse, dependencies=guard, tags=["search"],
              responses=answers(400, 422, 503, token=token))
     def search_text(request: Request, q: str = Query(..., description="Words describing the picture."),
-                    k: int = k_param, min_score: float | None = min_param, folder: str = folder_param,
-                    label: str = label_param, offset: int = offset_param,
-                    after: str | None = after_param, before: str | None = before_param,
-                    sort: Literal["relevance", "date"] = sort_param,
-                    cut: CutName = cut_param) -> SearchResponse:
+                    page: Page = Depends(page_params)) -> SearchResponse:
         """Images that best match a text description."""
-        return _answer(service, (TextTerm(q),), k,
-                       search.with_dates(make_filters(folder, label, min_score), after, before), request, offset,
-                       sort, cut)
+        return _answer(service, (TextTerm(q),), page, request)
 
     @app.post("/api/search", response_model=SearchResponse, dependencies=guard, tags=["search"],
               responses=answers(400, 404, 413, 422, 503, token=token))
@@ -274,34 +288,22 @@ def add_api_routes(app: FastAPI, service: SearchService) -> None:
         Each term's vector is scaled to unit length, multiplied by its weight (negative: less like
         this), summed, and the sum scaled back to unit length. Errors name the bad term (1-based)."""
         filters = search.with_dates(make_filters(body.folder, body.label, body.min_score), body.after, body.before)
-        return _answer(service, to_terms(body, limits), body.k, filters, request, body.offset, body.sort, body.cut)
+        return _answer(service, to_terms(body, limits), Page(body.k, filters, body.offset, body.sort, body.cut),
+                       request)
 
     @app.post("/api/search/image", response_model=SearchResponse, dependencies=guard, tags=["search"],
               responses=answers(400, 413, 422, 503, token=token))
     def search_image(request: Request, file: UploadFile = File(..., description="An image file (JPEG, PNG, ...)."),
-                     k: int = k_param, min_score: float | None = min_param, folder: str = folder_param,
-                     label: str = label_param, offset: int = offset_param,
-                     after: str | None = after_param, before: str | None = before_param,
-                     sort: Literal["relevance", "date"] = sort_param,
-                    cut: CutName = cut_param) -> SearchResponse:
+                     page: Page = Depends(page_params)) -> SearchResponse:
         """Images that look like an uploaded example image."""
         data = file.file.read(limits.max_upload_bytes + 1)  # one byte over is enough for the Searcher to refuse
-        return _answer(service, (ImageTerm(data),), k,
-                       search.with_dates(make_filters(folder, label, min_score), after, before), request, offset,
-                       sort, cut)
+        return _answer(service, (ImageTerm(data),), page, request)
 
     @app.get("/api/search/similar/{image_id}", response_model=SearchResponse, dependencies=guard, tags=["search"],
              responses=answers(400, 422, *id_statuses, token=token))
-    def search_similar(request: Request, image_id: str = ID_PARAM, k: int = k_param,
-                       min_score: float | None = min_param, folder: str = folder_param,
-                       label: str = label_param, offset: int = offset_param,
-                     after: str | None = after_param, before: str | None = before_param,
-                     sort: Literal["relevance", "date"] = sort_param,
-                    cut: CutName = cut_param) -> SearchResponse:
+    def search_similar(request: Request, image_id: str = ID_PARAM, page: Page = Depends(page_params)) -> SearchResponse:
         """More like this: images close to an indexed image (which comes first, with score ~1)."""
-        return _answer(service, (IdTerm(image_id),), k,
-                       search.with_dates(make_filters(folder, label, min_score), after, before), request, offset,
-                       sort, cut)
+        return _answer(service, (IdTerm(image_id),), page, request)
 
     @app.get("/api/images/{image_id}", dependencies=guard, tags=["images"], response_class=Response,
              responses={200: {**image_answer("image/*"), "headers": ETAG_HEADER},
