@@ -22,7 +22,7 @@ from pixsearch.images import ImageError, decode_image, load_image
 from pixsearch.indexer import Indexer, content_hash
 from pixsearch.models import load_embedder
 from pixsearch.search import Searcher
-from pixsearch.store import FIELDS, SkipLog, Store, collection_name_for, image_id
+from pixsearch.store import FIELDS, SkipLog, Store, StoreError, collection_name_for, image_id
 from pixsearch.watch import watch
 
 from .conftest import SAMPLES, run_cli, sample_images
@@ -165,6 +165,59 @@ def test_rename_and_duplicate_reuse_vectors(tmp_path, store, embedder):
     assert (report.moved, report.added, report.removed, report.embedded) == (1, 1, 1, 0)
     assert sum(embedder.calls) == 0
     assert len(indexed(store)) == 21
+
+
+@lite_only
+def test_copies_reuse_vectors_from_a_batch_still_being_written(tmp_path, store, embedder, monkeypatch):
+    """Writes run behind the model: batch 2 is embedded while batch 1's upsert is still in flight, and
+    its copy of a batch-1 file takes its vector from the writer's queue instead of re-embedding."""
+    root = tmp_path / "lib"
+    root.mkdir()
+    for name, source in (("a.jpg", 0), ("b.jpg", 5), ("d.jpg", 9)):
+        variant(sample_images()[source], root / name, 3)
+    shutil.copy(root / "a.jpg", root / "c.jpg")  # batches: (a, b), (c = copy of a, d)
+    second_batch_embedded = threading.Event()
+    overlapped = []
+    real_embed, real_upsert = embedder.embed_prepared, store.upsert
+
+    def embed(crops):
+        if len(embedder.calls) == 1:
+            second_batch_embedded.set()
+        return real_embed(crops)
+
+    def upsert(rows):
+        if not overlapped:  # hold batch 1's write until batch 2 has been embedded (or give up)
+            overlapped.append(second_batch_embedded.wait(timeout=20))
+        return real_upsert(rows)
+
+    monkeypatch.setattr(embedder, "embed_prepared", embed)
+    monkeypatch.setattr(store, "upsert", upsert)
+    report = Indexer(store, embedder, batch_size=2).run([root])
+    assert overlapped == [True], "batch 2 was only embedded after batch 1's write returned"
+    assert (report.added, report.embedded) == (4, 3), report.summary()
+    assert embedder.calls == [2, 1]
+    assert_vectors_are_the_files(store, embedder)
+
+
+@lite_only
+def test_a_failed_write_stops_the_run_with_its_error(tmp_path, store, embedder, monkeypatch):
+    """An error on the writer thread reaches the caller (the CLI prints it), it does not hang the run."""
+    root = tmp_path / "lib"
+    shutil.copytree(SAMPLES, root)  # 21 photos: 11 batches
+    writes = []
+    real_upsert = store.upsert
+
+    def upsert(rows):
+        writes.append(len(rows))
+        if len(writes) == 2:
+            raise StoreError("Milvus at test failed during upsert: disk full")
+        return real_upsert(rows)
+
+    monkeypatch.setattr(store, "upsert", upsert)
+    with pytest.raises(StoreError, match="disk full"):
+        Indexer(store, embedder, batch_size=2).run([root])
+    assert len(writes) == 2  # no batch is written after the failed one
+    assert len(indexed(store)) == 2
 
 
 def test_an_edited_file_never_lends_its_new_vector_to_copies_of_its_old_content(tmp_path, store, embedder):

@@ -10,21 +10,21 @@ The decision per file, against what the collection already holds:
 
 Row ids are a hash of the path, so writing a row twice replaces it: an
 interrupted run leaves no duplicates, and the next run finishes the job.
-Decoding runs in a thread pool ahead of the model (bounded, so memory stays flat).
+Decoding runs in a thread pool ahead of the model and writing on a writer thread behind it
+(both bounded, so memory stays flat; the run state and report are in ``indexstate``).
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from collections.abc import Set as AbstractSet
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -32,136 +32,33 @@ import numpy as np
 from . import phash
 from .exif import TakenAt, taken_at
 from .images import ImageError, decode_image, read_file
+from .indexstate import (
+    IndexReport,
+    ProgressCallback,
+    RunState,
+    Work,
+    content_hash,
+    may_have_cleared,
+)
 from .models.base import Embedder
 from .ocr import Recognizer
 from .ocrindex import read_missing
 from .sources import Scan, SourceFile, scan_sources
-from .store import HASH_FIELD, ImageRow, SkipLog, SkipRow, Store, image_id, is_under
+from .store import HASH_FIELD, ImageRow, SkipLog, Store, image_id, is_under
+
+__all__ = ["IndexReport", "Indexer", "ProgressCallback", "RunState", "content_hash", "image_id",
+           "may_have_cleared", "remove_under"]
+"""The run's state and report live in ``indexstate``; they stay importable from here."""
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
-class IndexReport:
-    added: int = 0
-    updated: int = 0
-    moved: int = 0
-    removed: int = 0
-    unchanged: int = 0
-    embedded: int = 0
-    skipped: list[tuple[str, str]] = field(default_factory=list)
-    """Files (and folders) that failed in this run, with the reason."""
-    still_skipped: int = 0
-    """Files that failed before and have not changed since (not retried)."""
-    hashed: int = 0
-    """Unchanged images that got their perceptual hash in this run, without re-embedding."""
-    seconds: float = 0.0
-    interrupted: bool = False
-    ocr_read: int = 0
-    """Images whose text OCR read in this run (``--ocr``): new ones, and indexed ones never read."""
+class _Ready:
+    """A batch embedded and ready to write: its rows, and the files that failed to load."""
 
-    @property
-    def images_per_second(self) -> float:
-        return self.embedded / self.seconds if self.seconds > 0 else 0.0
-
-    @property
-    def nothing_indexed(self) -> bool:
-        """Files were found but none is in the index: every one failed, now or before."""
-        ok = self.added + self.updated + self.moved + self.unchanged
-        return ok == 0 and bool(self.skipped or self.still_skipped)
-
-    def summary(self) -> str:
-        text = (f"added {self.added}, updated {self.updated}, moved {self.moved}, removed {self.removed}, "
-                f"unchanged {self.unchanged}, skipped {len(self.skipped) + self.still_skipped} "
-                f"in {self.seconds:.1f}s ({self.images_per_second:.1f} images/s embedded)")
-        if self.ocr_read:
-            text += f"; text read in {self.ocr_read} images"
-        if self.hashed:
-            text += f"; {self.hashed} already indexed got their perceptual hash (not re-embedded)"
-        return ("interrupted: " if self.interrupted else "") + text
-
-
-def content_hash(data: bytes) -> str:
-    return hashlib.blake2b(data, digest_size=16).hexdigest()
-
-
-# ----------------------------------------------------------------------------- the pipeline
-
-
-RETRIED_REASONS = ("permission denied", "cannot read file")
-"""How ``images.read_file`` words a failure to read the bytes at all (``ImageError.unreadable``).
-Its cause (a permission, a flaky disk or share) can go away while the file's size and mtime stay
-the same, so such a skip is retried on every run; a corrupt file only once it changes."""
-
-
-def may_have_cleared(reason: str) -> bool:
-    """Whether a recorded skip may succeed now although the file did not change."""
-    return reason.startswith(RETRIED_REASONS)
-
-
-@dataclass
-class _Work:
-    """What a decode worker hands back for one file."""
-
-    file: SourceFile
-    digest: str = ""
-    crop: np.ndarray | None = None
-    width: int = 0
-    height: int = 0
-    reuse_id: str = ""
-    phash: str = ""
-    """The perceptual hashes (``phash.to_hex``) when the file was decoded, else ""."""
-    taken: TakenAt | None = None
-    """Capture time from the file's EXIF, else its mtime (read for reused vectors too)."""
-    error: str = ""
-    unreadable: bool = False
-    """The error was reading the file (permissions, I/O), not its content."""
-    ocr_text: str = ""
-    ocr_model: str = ""
-    """The text OCR read and the recogniser that read it ("" when OCR did not run on it)."""
-
-
-ProgressCallback = Callable[[int, int], None]
-
-
-@dataclass
-class RunState:
-    """What one index run knows and has counted so far."""
-
-    report: IndexReport
-    existing: dict[str, ImageRow] = field(default_factory=dict)
-    """Indexed rows by path, as they were when the run started."""
-    known_hashes: dict[str, str] = field(default_factory=dict)
-    """content hash -> id of a row holding that content's vector (grows as batches commit)."""
-    skipped_before: dict[str, SkipRow] = field(default_factory=dict)
-    """The skip log as it was when the run started, by path."""
-    hash_of_id: dict[str, str] = field(default_factory=dict)
-    """Row id -> the content hash that row holds."""
-    moved_from: set[str] = field(default_factory=set)
-    """Vanished paths whose vector was already reused by a move in this run."""
-    unhashed: set[str] = field(default_factory=set)
-    """Ids of rows without perceptual hashes: a file reusing their vector is decoded for its hash."""
-    backfill: set[str] = field(default_factory=set)
-    """Unchanged paths re-read only for their perceptual hash (counted unchanged)."""
-
-    def remember(self, row_id: str, digest: str) -> None:
-        """Row *row_id* now holds *digest*; forget what it held before as a donor of vectors."""
-        old = self.hash_of_id.get(row_id)
-        if old and old != digest and self.known_hashes.get(old) == row_id:
-            del self.known_hashes[old]
-        self.hash_of_id[row_id] = digest
-        self.known_hashes[digest] = row_id
-
-    def count(self, path: str, moved: bool) -> None:
-        if path in self.backfill:
-            self.report.unchanged += 1
-            self.report.hashed += 1
-        elif path in self.existing:
-            self.report.updated += 1
-        elif moved:
-            self.report.moved += 1
-        else:
-            self.report.added += 1
+    rows: list[ImageRow]
+    failed: list[Work]
 
 
 class Indexer:
@@ -186,10 +83,10 @@ class Indexer:
 
     # -- decode worker ---------------------------------------------------------
 
-    def _load(self, file: SourceFile, known_hashes: dict[str, str], unhashed: AbstractSet[str] = frozenset()) -> _Work:
+    def _load(self, file: SourceFile, known_hashes: dict[str, str], unhashed: AbstractSet[str] = frozenset()) -> Work:
         """Read and hash a file; decode it only if no row holds its content yet, or the row that does has
         no perceptual hash (*unhashed*: then only the hash is computed)."""
-        work = _Work(file=file)
+        work = Work(file=file)
         try:
             data = read_file(Path(file.path), self.max_file_bytes)
             work.digest = content_hash(data)
@@ -206,7 +103,7 @@ class Indexer:
             work.error = f"unexpected {type(exc).__name__}: {exc}"
         return work
 
-    def _decode(self, work: _Work, data: bytes) -> None:
+    def _decode(self, work: Work, data: bytes) -> None:
         image = decode_image(data, min_side=self.embedder.min_decode_side, max_pixels=self.max_pixels)
         work.crop = self.embedder.prepare(image.rgb)
         work.phash = phash.to_hex(phash.hashes(image.rgb))
@@ -214,7 +111,7 @@ class Indexer:
         if self.ocr is not None:
             work.ocr_text, work.ocr_model = self.ocr.read(image.rgb), self.ocr.model
 
-    def _redo_without_reuse(self, work: _Work) -> None:
+    def _redo_without_reuse(self, work: Work) -> None:
         """The donor row no longer holds this content (edited or removed since): embed the file itself."""
         fresh = self._load(work.file, {})
         work.digest, work.crop, work.width, work.height = fresh.digest, fresh.crop, fresh.width, fresh.height
@@ -278,17 +175,23 @@ class Indexer:
 
     def process_batch(self, files: list[SourceFile], state: RunState) -> None:
         """Load and commit one batch of files in this process (a distributed worker's unit of work)."""
-        self._commit([self._load(file, state.known_hashes) for file in files], state)
+        self._write(self._rows_for([self._load(file, state.known_hashes) for file in files], state), state)
 
     def _process(self, todo: list[SourceFile], state: RunState, progress: ProgressCallback | None) -> None:
-        """Decode ahead in threads, embed in batches, write each batch as soon as it is done."""
+        """Decode ahead in threads, embed in batches on this thread, write each batch on a writer thread.
+
+        The writer takes the Milvus round trips off the model's path: while batch N is written,
+        batch N+1 is embedded. At most one batch waits to be written, so memory stays bounded and a
+        write error stops the run at the next batch."""
         window = self.batch_size * 3
-        pending: deque[Future[_Work]] = deque()
-        batch: list[_Work] = []
+        pending: deque[Future[Work]] = deque()
+        batch: list[Work] = []
         files = iter(todo)
         if progress:
             progress(0, len(todo))
-        with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="pixsearch-decode") as pool:
+        writing: Future[None] | None = None
+        with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="pixsearch-decode") as pool, \
+                ThreadPoolExecutor(max_workers=1, thread_name_prefix="pixsearch-write") as writer:
             for file in files:
                 pending.append(pool.submit(self._load, file, state.known_hashes, state.unhashed))
                 if len(pending) >= window:
@@ -302,24 +205,24 @@ class Indexer:
                 batch.append(work)
                 done += 1
                 if len(batch) >= self.batch_size or not pending or self.stop.is_set():
-                    self._commit(batch, state)
+                    ready = self._rows_for(batch, state)
+                    if writing is not None:
+                        writing.result()
+                    writing = writer.submit(self._write, ready, state, progress, done, len(todo))
                     batch = []
-                    if progress:  # files count as done once embedded and written, not when decoded
-                        progress(done, len(todo))
                 if self.stop.is_set():
                     for future in pending:
                         future.cancel()
-                    return
+                    break
+            if writing is not None:
+                writing.result()
 
-    def _commit(self, batch: list[_Work], state: RunState) -> None:
-        """Embed each new content once, reuse known vectors for the rest, upsert, then update the skip log."""
-        if not batch:
-            return
-        for work in batch:  # content committed by an earlier batch of this run
+    def _rows_for(self, batch: list[Work], state: RunState) -> _Ready:
+        """Embed each new content once and reuse known vectors for the rest: the batch's rows, ready to write."""
+        for work in batch:  # content committed (or handed to the writer) by an earlier batch of this run
             if not work.error and not work.reuse_id and work.digest in state.known_hashes:
                 work.reuse_id = state.known_hashes[work.digest]
-        donor_ids = sorted({w.reuse_id for w in batch if w.reuse_id})
-        donors = {row["id"]: row for row in self.store.get(donor_ids, with_vectors=True, with_hashes=True)}
+        donors = self._donors(sorted({w.reuse_id for w in batch if w.reuse_id}), state)
         for work in batch:
             donor = donors.get(work.reuse_id)
             if work.reuse_id and (donor is None or donor["content_hash"] != work.digest):
@@ -328,7 +231,7 @@ class Indexer:
         batch = [w for w in batch if not w.error]
         for work in failed:
             state.report.skipped.append((work.file.path, work.error))
-        fresh: dict[str, list[_Work]] = {}
+        fresh: dict[str, list[Work]] = {}
         for work in batch:
             if not work.reuse_id:
                 fresh.setdefault(work.digest, []).append(work)
@@ -351,21 +254,43 @@ class Indexer:
             if moved:  # a second copy of a moved file counts as added
                 state.moved_from.add(donor["path"])
             state.count(work.file.path, moved=moved)
-        self.store.upsert(rows)
-        for row in rows:
+        for row in rows:  # the next batch may reuse these vectors before the writer has written them
+            state.unwritten[row["id"]] = row
             state.remember(row["id"], row["content_hash"])
             if row["phash"]:
                 state.unhashed.discard(row["id"])
+        return _Ready(rows, failed)
+
+    def _donors(self, ids: list[str], state: RunState) -> dict[str, ImageRow]:
+        """The rows holding the vectors to reuse: from the writer's queue, else from the store.
+
+        A row leaves ``state.unwritten`` only after its write returned, so each id is always in
+        one of the two places."""
+        donors = {i: row for i in ids if (row := state.unwritten.get(i)) is not None}
+        rest = [i for i in ids if i not in donors]
+        if rest:
+            donors.update((row["id"], row) for row in self.store.get(rest, with_vectors=True, with_hashes=True))
+        return donors
+
+    def _write(self, ready: _Ready, state: RunState, progress: ProgressCallback | None = None,
+               done: int = 0, total: int = 0) -> None:
+        """Upsert a batch's rows, then update the skip log (on the writer thread in a local run)."""
+        self.store.upsert(ready.rows)
+        for row in ready.rows:
+            state.unwritten.pop(row["id"], None)
+        failed = ready.failed
         self.skips.record([(w.file.path, w.file.size, w.file.mtime, w.error) for w in failed])
         # An indexed file whose content went bad leaves the index; one we merely cannot read now stays.
         broken = [image_id(w.file.path) for w in failed if w.file.path in state.existing and not w.unreadable]
         state.report.removed += self.store.delete(broken)
-        self.skips.forget([row["path"] for row in rows if row["path"] in state.skipped_before])
+        self.skips.forget([row["path"] for row in ready.rows if row["path"] in state.skipped_before])
         # After the writes return: a line per batch that an observer (a log, a test) can rely on.
-        log.info("committed %d rows, %d files skipped", len(rows), len(failed))
+        log.info("committed %d rows, %d files skipped", len(ready.rows), len(failed))
+        if progress:  # files count as done once embedded and written, not when decoded
+            progress(done, total)
 
     @staticmethod
-    def _row(work: _Work, vector: np.ndarray, width: int, height: int, now: float, state: RunState,
+    def _row(work: Work, vector: np.ndarray, width: int, height: int, now: float, state: RunState,
              hashes: str) -> ImageRow:
         file = work.file
         label = file.label or state.existing.get(file.path, {}).get("label", "")  # a folder run keeps CSV labels
