@@ -43,6 +43,29 @@ def test_rrf_and_the_fallback_ranking_are_the_documented_ones():
     assert shown == "Big **SALE**\\_today / **invoice** \\(x\\)"
 
 
+@pytest.mark.parametrize(("version", "bm25"), [
+    ("v2.3.5", False), ("v2.4.15", False), ("v2.5.0", True), ("2.6.1-rc2", True), ("v3.0.1", True),
+    ("", False), ("unknown", False), ("v10.0", True),
+])
+def test_servers_from_milvus_2_5_get_bm25_and_older_or_unreadable_ones_the_fallback(version, bm25):
+    from pixsearch.store import policy
+
+    assert policy.has_full_text(version) is bm25
+    assert policy.policy_for("http://milvus:19530", version).full_text is bm25
+    assert policy.policy_for("./lite.db").full_text  # Milvus Lite 2.5.1 has BM25
+
+
+@pytest.mark.server
+def test_the_2_3_server_reports_its_version_and_gets_the_fallback(milvus_server):
+    from pixsearch.store import Store
+
+    from .conftest import SERVER_TOKEN
+
+    with Store(milvus_server.uri, token=SERVER_TOKEN) as store:
+        assert store.policy.backend == "milvus-server"
+        assert store.policy.full_text is False
+
+
 @pytest.mark.slow
 def test_each_written_word_finds_its_image_first_and_hybrid_beats_clip_only(
         backend, tiny_model, recognizer, written):

@@ -38,6 +38,10 @@ class MilvusCalls:
     def list_collections(self) -> list[str]:
         return [str(name) for name in self._call("list_collections", self._client.list_collections)]
 
+    def server_version(self) -> str:
+        """The server's version string (e.g. ``v2.3.5``), which decides the features a server gets."""
+        return str(self._call("get_server_version", self._client.get_server_version))
+
     def has_collection(self, name: str) -> bool:
         return bool(self._call("has_collection", self._client.has_collection, name))
 

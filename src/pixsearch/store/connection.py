@@ -46,9 +46,11 @@ class Store(Collection):
         lite_file = str(lite_path(uri)) if is_local_uri(uri) else ""
         link = _Link(MilvusCalls(_connect(uri, token, timeout), uri, timeout), lite_file)
         try:
+            policy = None
             if not is_local_uri(uri):
                 link.calls.list_collections()  # fail now, in one line, on a missing database or a denied user
-            self._bind(link, collection)
+                policy = policy_for(uri, link.calls.server_version())
+            self._bind(link, collection, policy)
         except BaseException:
             link.close()
             raise

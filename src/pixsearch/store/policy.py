@@ -50,8 +50,21 @@ def is_local_uri(uri: str) -> bool:
     return not re.match(r"^(https?|tcp|grpc|unix)://", uri)
 
 
-def policy_for(uri: str) -> IndexPolicy:
-    """The measured index/search configuration for the backend behind *uri*."""
+FULL_TEXT_SINCE = (2, 5)
+"""The first Milvus server release with sparse vectors and the BM25 function (Milvus 2.5)."""
+
+
+def has_full_text(server_version: str) -> bool:
+    """Whether a server reporting *server_version* (``v2.5.4``, ``2.6.0-rc1``, ``v3.0.1``) runs BM25.
+
+    An unreadable version counts as too old: the fallback works everywhere, BM25 fields do not."""
+    found = re.match(r"v?(\d+)\.(\d+)", server_version.strip())
+    return found is not None and (int(found[1]), int(found[2])) >= FULL_TEXT_SINCE
+
+
+def policy_for(uri: str, server_version: str = "") -> IndexPolicy:
+    """The measured index/search configuration for the backend behind *uri* (a server's version,
+    when known, decides whether new collections get BM25 full-text search)."""
     if is_local_uri(uri):
         # Milvus Lite 2.5 (C++ engine) offers FLAT, IVF_FLAT and AUTOINDEX. Measured at 100k CLIP-like
         # vectors: IVF_FLAT and AUTOINDEX answer in ~2 ms but find only 61% of the true top-10, whatever
@@ -66,4 +79,4 @@ def policy_for(uri: str) -> IndexPolicy:
     # needed: acknowledged writes are already durable and searchable; the server seals segments.
     return IndexPolicy(backend="milvus-server", index_type="HNSW", index_params={"M": 16, "efConstruction": 200},
                        search_params={"ef": 128}, insert_batch=5000, search_consistency="Session",
-                       page=10000, flush=False, full_text=False)
+                       page=10000, flush=False, full_text=has_full_text(server_version))
