@@ -41,6 +41,7 @@ from .indexstate import (
     may_have_cleared,
 )
 from .models.base import Embedder
+from .ocr import DECODE_SIDE as ocr_decode_side
 from .ocr import Recognizer
 from .ocrindex import read_missing
 from .sources import Scan, SourceFile, scan_sources
@@ -109,6 +110,8 @@ class Indexer:
         work.phash = phash.to_hex(phash.hashes(image.rgb))
         work.width, work.height = image.width, image.height
         if self.ocr is not None:
+            if self.embedder.min_decode_side < ocr_decode_side:  # decoded down for the model: small print lost
+                image = decode_image(data, min_side=ocr_decode_side, max_pixels=self.max_pixels)
             work.ocr_text, work.ocr_model = self.ocr.read(image.rgb), self.ocr.model
 
     def _redo_without_reuse(self, work: Work) -> None:
@@ -239,6 +242,7 @@ class Indexer:
         crops = [w.crop for w in firsts if w.crop is not None]
         vectors = self.embedder.embed_prepared(crops) if crops else np.zeros((0, self.embedder.dim), np.float32)
         state.report.embedded += len(firsts)
+        state.report.ocr_read += sum(1 for w in batch if not w.reuse_id and w.ocr_model)  # read as decoded
         now = time.time()
         rows = []
         for first, vector in zip(firsts, vectors, strict=True):
