@@ -32,7 +32,7 @@ print(time.process_time(), flush=True)
 
 
 # Read at import: tests/conftest.py clears PIXSEARCH_* variables around every test.
-OPENS = int(os.environ.get("PIXSEARCH_TEST_LITE_OPENS", "40"))
+OPENS = int(os.environ.get("PIXSEARCH_TEST_LITE_OPENS", "24"))  # ~2 s each on 2 busy cores; set more to soak
 IDLE_S = os.environ.get("PIXSEARCH_TEST_LITE_IDLE", "150")
 
 
