@@ -22,7 +22,6 @@ import logging
 import re
 import shutil
 import tempfile
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +34,7 @@ from ..images import IMAGE_SUFFIXES, ImageError, load_image
 from .base import Embedder
 from .onnx import OnnxEmbedder
 from .spec import ModelError, ModelSpec, Tower, Variant
+from .timing import interleaved_seconds
 from .variants import overlay_dir, write_overlay
 
 if TYPE_CHECKING:
@@ -127,6 +127,8 @@ class TowerResult:
 
     @property
     def speedup(self) -> float:
+        if not self.quantized:  # runs the fp32 file: untimed, and as fast as fp32 by definition
+            return 1.0
         return self.fp32_seconds / self.int8_seconds if self.int8_seconds > 0 else 0.0
 
 
@@ -233,20 +235,6 @@ time once on a shared machine; one over 32 images a few seconds, and a single on
 0.97x and 2.74x for the same ViT-B/32 INT8 image tower in two runs on a shared 2-core machine."""
 
 
-def _timed(tower: Tower, fn: Runner, items: Sequence[Any]) -> tuple[Vectors, float]:
-    """Result of fn(items) after one warm-up call, and the fastest of the timed passes (in seconds).
-
-    The fastest pass, because other processes only ever add time.
-    """
-    out = fn(items)
-    best = float("inf")
-    for _ in range(TIMED_PASSES[tower]):
-        start = time.perf_counter()
-        out = fn(items)
-        best = min(best, time.perf_counter() - start)
-    return out, best
-
-
 INT8_FILES: dict[Tower, str] = {"image": "image.int8.onnx", "text": "text.int8.onnx"}
 """Names of the quantized towers in the overlay folder (the same for every layout)."""
 
@@ -289,9 +277,11 @@ class _Trial:
     """The agreement bar every sample must meet (``MIN_COSINE`` unless the caller asks for stricter)."""
 
 
-def _check_tower(trial: _Trial, tower: Tower, reference: Vectors,
-                 fp32_seconds: float) -> tuple[TowerResult, Vectors]:
+def _check_tower(trial: _Trial, tower: Tower, reference: Vectors, fp32: Runner) -> tuple[TowerResult, Vectors]:
     """Walk the recipe ladder for one tower in ``trial.work``; keep the first recipe that agrees with fp32.
+
+    Each recipe is timed interleaved with *fp32* (``timing.interleaved_seconds``), so a burst of
+    another process's work lands on both and the speed-up is a ratio from the same moments.
 
     The kept file is ``work/INT8_FILES[tower]``; the result names where it will live in ``trial.folder``.
     """
@@ -309,7 +299,10 @@ def _check_tower(trial: _Trial, tower: Tower, reference: Vectors,
         files = (dst, _fp32_file(spec, "text")) if tower == "image" else (_fp32_file(spec, "image"), dst)
         embedder = _embedder(spec, *files, threads=trial.threads)
         items: Sequence[Any] = trial.crops if tower == "image" else trial.queries
-        vectors, seconds = _timed(tower, _runner(embedder, tower), items)
+        candidate = _runner(embedder, tower)
+        vectors = candidate(items)
+        timed = interleaved_seconds({"fp32": fp32, "int8": candidate}, items, TIMED_PASSES[tower])
+        fp32_seconds, seconds = timed["fp32"], timed["int8"]
         cos = _cosines(vectors, reference)
         tried.append(f"{recipe.name}: min cosine {cos.min():.5f}, {fp32_seconds / seconds:.2f}x fp32 speed")
         log(f"  {tower} tower, {recipe.name}: min cosine {cos.min():.5f}, mean {cos.mean():.5f}, "
@@ -323,7 +316,7 @@ def _check_tower(trial: _Trial, tower: Tower, reference: Vectors,
             best = (result, vectors)
             dst.replace(kept)
     if best is None:  # no recipe quantized anything: the tower has no weight MatMul to speed up
-        return TowerResult(tower, str(src), "fp32", 1.0, 1.0, fp32_seconds, fp32_seconds, tried), reference
+        return TowerResult(tower, str(src), "fp32", 1.0, 1.0, 0.0, 0.0, tried), reference
     kept.replace(dst)
     return best
 
@@ -376,10 +369,10 @@ def _quantize_in(spec: ModelSpec, work: Path, folder: Path, sample_images: Seque
     trial = _Trial(spec=spec, work=work, folder=folder, crops=crops, queries=list(queries), threads=threads, log=log,
                    min_cosine=min_cosine)
     log(f"verifying against fp32 on {len(crops)} images and {len(trial.queries)} queries")
-    image_ref, image_secs = _timed("image", _runner(reference_model, "image"), crops)
-    text_ref, text_secs = _timed("text", _runner(reference_model, "text"), trial.queries)
-    image, image_vecs = _check_tower(trial, "image", reference=image_ref, fp32_seconds=image_secs)
-    text, text_vecs = _check_tower(trial, "text", reference=text_ref, fp32_seconds=text_secs)
+    image_fp32, text_fp32 = _runner(reference_model, "image"), _runner(reference_model, "text")
+    image_ref, text_ref = image_fp32(crops), text_fp32(trial.queries)
+    image, image_vecs = _check_tower(trial, "image", reference=image_ref, fp32=image_fp32)
+    text, text_vecs = _check_tower(trial, "text", reference=text_ref, fp32=text_fp32)
     forced = image.min_cosine < min_cosine and text.min_cosine < min_cosine
     if not forced:  # a failing (or no faster) tower runs fp32 inside the variant; the other one still gains
         if image.min_cosine < min_cosine or image.speedup < MIN_SPEEDUP:
